@@ -1,0 +1,26 @@
+"""Discrete Bayesian networks as Pyro programs, with exact batched inference, sampling and learning."""
+
+from __future__ import annotations
+
+from ppdgm.bn.elimination import ZeroProbabilityEvidence
+from ppdgm.bn.examples import asia, available, example, sprinkler, student
+from ppdgm.bn.interop import from_pgmpy, read_bif, to_pgmpy, write_bif
+from ppdgm.bn.learning import FitResult, fit
+from ppdgm.bn.network import CPT_TOLERANCE, DiscreteBN
+
+__all__ = [
+    "CPT_TOLERANCE",
+    "DiscreteBN",
+    "FitResult",
+    "ZeroProbabilityEvidence",
+    "asia",
+    "available",
+    "example",
+    "fit",
+    "from_pgmpy",
+    "read_bif",
+    "sprinkler",
+    "student",
+    "to_pgmpy",
+    "write_bif",
+]

@@ -1,0 +1,96 @@
+"""Rows of state names to and from state indices, with missing cells marked ``-1``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from ppdgm.bn.network import DiscreteBN
+
+__all__ = ["MISSING", "as_frame", "decode", "encode", "indicators"]
+
+#: The index that marks a missing cell.
+MISSING = -1
+
+
+def as_frame(data: pd.DataFrame | Mapping[str, Any]) -> pd.DataFrame:
+    """A DataFrame from a DataFrame, a mapping of columns, or a mapping of scalars (one row)."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    if isinstance(data, pd.Series):
+        return data.to_frame().T
+    if isinstance(data, Mapping):
+        if all(np.ndim(x) == 0 for x in data.values()):
+            return pd.DataFrame({k: [v] for k, v in data.items()})
+        return pd.DataFrame(dict(data))
+    raise TypeError(f"data must be a pandas DataFrame or a mapping, not {type(data).__name__}")
+
+
+def encode(bn: DiscreteBN, data: pd.DataFrame | Mapping[str, Any]) -> Tensor:
+    """State indices of each cell: a long tensor ``[N, len(bn.variables)]``, ``-1`` where missing.
+
+    Columns follow ``bn.variables``; a variable without a column is missing in every row. A cell
+    matches a state by equality, or by its text when the states are strings (so a CSV read
+    without types still matches).
+
+    Raises:
+        ValueError: for a column that is not a variable of the network, or a cell that is not
+            one of its variable's states (the message names the variable and the values).
+    """
+    frame = as_frame(data)
+    unknown = [c for c in frame.columns if c not in bn.states]
+    if unknown:
+        raise ValueError(
+            f"unknown variable(s) {unknown} in the data; the network has {list(bn.variables)}"
+        )
+    codes = np.full((len(frame), len(bn.variables)), MISSING, dtype=np.int64)
+    for j, v in enumerate(bn.variables):
+        if v in frame.columns:
+            codes[:, j] = _encode_column(v, frame[v], bn.states[v])
+    return torch.from_numpy(codes)
+
+
+def _encode_column(variable: str, column: pd.Series, states: tuple[Any, ...]) -> np.ndarray:
+    missing = column.isna().to_numpy()
+    if isinstance(column.dtype, pd.CategoricalDtype) and list(column.cat.categories) == list(
+        states
+    ):
+        return column.cat.codes.to_numpy().astype(np.int64)
+    lookup = {s: i for i, s in enumerate(states)}
+    if all(isinstance(s, str) for s in states):
+        text = column.astype(object).where(~missing, None)
+        values = text.map(lambda x: x if x is None or isinstance(x, str) else str(x))
+    else:
+        values = column.astype(object).where(~missing, None)
+    codes = values.map(lookup).to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.isnan(codes) & ~missing
+    if bad.any():
+        shown = list(dict.fromkeys(column[bad].tolist()))[:5]
+        raise ValueError(
+            f"unknown state(s) {shown} of variable {variable!r} in {int(bad.sum())} row(s); "
+            f"its states are {list(states)}"
+        )
+    return np.where(missing, MISSING, np.nan_to_num(codes)).astype(np.int64)
+
+
+def decode(bn: DiscreteBN, codes: Tensor) -> pd.DataFrame:
+    """A DataFrame of categorical columns of state names from indices (``-1`` becomes NaN)."""
+    array = codes.cpu().numpy()
+    return pd.DataFrame(
+        {
+            v: pd.Categorical.from_codes(array[:, j], categories=list(bn.states[v]))
+            for j, v in enumerate(bn.variables)
+        }
+    )
+
+
+def indicators(codes: Tensor, cardinality: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Evidence indicators ``lambda[n, s]``: one where cell n is missing or equals s, else zero."""
+    states = torch.arange(cardinality, device=codes.device)
+    return ((codes.unsqueeze(-1) == states) | (codes.unsqueeze(-1) < 0)).to(dtype)

@@ -1,0 +1,337 @@
+"""Discrete Bayesian networks: a DAG, state names and one conditional probability table per node."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ppdgm.counting import ParameterCounts, count_parameters
+
+if TYPE_CHECKING:
+    from ppdgm.bn.learning import FitResult
+
+__all__ = ["CPT_TOLERANCE", "DiscreteBN"]
+
+#: How far a CPT row may sum from one before it is rejected (BIF files round their numbers).
+CPT_TOLERANCE = 1e-6
+
+
+class DiscreteBN:
+    r"""A discrete Bayesian network :math:`p(x) = \prod_v p(x_v \mid x_{pa(v)})`.
+
+    Each variable ``v`` has a tuple of state names ``states[v]`` and a conditional probability
+    table whose axes are the parents, in the order of ``parents(v)``, then ``v`` itself:
+    ``cpt[i_1, ..., i_k, j] = p(v = states[v][j] | pa_1 = states[pa_1][i_1], ...)``.
+    The parents' order is that of ``dag.predecessors(v)`` (the order in which the edges were
+    added) unless ``parents`` gives it explicitly.
+
+    The network is immutable: learning returns a new one.
+
+    Arguments:
+        dag: the structure, a directed acyclic graph whose nodes are the variable names.
+        cpts: one table per variable (any array-like), axes as above.
+        states: the state names of each variable; ``range(card)`` where not given.
+        parents: the parents' axis order for some variables, overriding the DAG's order.
+        name: a label for printing.
+
+    Raises:
+        ValueError: for a cycle, a missing or unknown table, a parent that is not in the graph,
+            a table of the wrong shape, negative or non-finite entries, or rows that do not sum
+            to one within :data:`CPT_TOLERANCE`.
+
+    Example:
+        >>> import networkx as nx
+        >>> dag = nx.DiGraph([("rain", "wet")])
+        >>> bn = DiscreteBN(
+        ...     dag,
+        ...     {"rain": [0.8, 0.2], "wet": [[0.9, 0.1], [0.2, 0.8]]},
+        ...     states={"rain": ("no", "yes"), "wet": ("no", "yes")},
+        ... )
+        >>> bn.parents("wet")
+        ('rain',)
+        >>> float(bn.log_prob({"wet": "yes"}).exp())
+        0.24
+    """
+
+    def __init__(
+        self,
+        dag: nx.DiGraph,
+        cpts: Mapping[str, Any],
+        states: Mapping[str, Sequence[Hashable]] | None = None,
+        *,
+        parents: Mapping[str, Sequence[str]] | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(dag, nx.DiGraph):
+            raise TypeError(f"dag must be a networkx.DiGraph, not {type(dag).__name__}")
+        if not nx.is_directed_acyclic_graph(dag):
+            cycle = " -> ".join(str(u) for u, _ in nx.find_cycle(dag))
+            raise ValueError(f"the graph has a cycle: {cycle} -> {nx.find_cycle(dag)[0][0]}")
+        states = dict(states or {})
+        parents = dict(parents or {})
+        for label, keys in (("CPT", cpts), ("states", states), ("parents", parents)):
+            unknown = [v for v in keys if v not in dag]
+            if unknown:
+                raise ValueError(f"{label} given for variable(s) not in the graph: {unknown}")
+        missing = [v for v in dag if v not in cpts]
+        if missing:
+            raise ValueError(f"no CPT given for variable(s) {missing}")
+
+        self.name = name or "network"
+        self._parents: dict[str, tuple[str, ...]] = {}
+        for v in dag:
+            order = tuple(parents.get(v, tuple(dag.predecessors(v))))
+            for u in order:
+                if u not in dag:
+                    raise ValueError(f"parent {u!r} of {v!r} is not a node of the graph")
+            if sorted(map(str, order)) != sorted(map(str, dag.predecessors(v))) or len(
+                set(order)
+            ) != len(order):
+                raise ValueError(
+                    f"parents given for {v!r} {order} differ from its predecessors in the graph "
+                    f"{tuple(dag.predecessors(v))}"
+                )
+            self._parents[v] = order
+
+        index = {v: i for i, v in enumerate(dag.nodes)}
+        self._variables = tuple(nx.lexicographical_topological_sort(dag, key=index.__getitem__))
+        tables = {v: _as_table(v, cpts[v]) for v in self._variables}
+        self._states: dict[str, tuple[Hashable, ...]] = {}
+        for v in self._variables:
+            card = tables[v].shape[-1] if tables[v].dim() else 0
+            names = tuple(states[v]) if v in states else tuple(range(card))
+            if len(names) < 1:
+                raise ValueError(f"variable {v!r} has no states")
+            if len(set(names)) != len(names):
+                raise ValueError(f"variable {v!r} has repeated state names {names}")
+            self._states[v] = names
+        for v in self._variables:
+            _check_table(v, tables[v], self._parents[v], self._states)
+        self._cpts = tables
+        frozen = nx.DiGraph()
+        frozen.add_nodes_from(self._variables)
+        frozen.add_edges_from((u, v) for v in self._variables for u in self._parents[v])
+        self._dag = nx.freeze(frozen)
+        self._cache: dict[Any, Any] = {}
+
+    # ----------------------------------------------------------------------------- structure
+    @property
+    def dag(self) -> nx.DiGraph:
+        """The structure (a frozen networkx.DiGraph)."""
+        return self._dag
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """The variables in topological order."""
+        return self._variables
+
+    @property
+    def states(self) -> Mapping[str, tuple[Hashable, ...]]:
+        """The state names of each variable (read-only mapping)."""
+        return MappingProxyType(self._states)
+
+    @property
+    def cardinalities(self) -> dict[str, int]:
+        """The number of states of each variable."""
+        return {v: len(s) for v, s in self._states.items()}
+
+    def parents(self, variable: str) -> tuple[str, ...]:
+        """The parents of ``variable``, in the order of its CPT's axes."""
+        self._check_variable(variable)
+        return self._parents[variable]
+
+    def cpt(self, variable: str) -> Tensor:
+        """The conditional probability table of ``variable`` (float64, axes: parents, then it).
+
+        The tensor is a copy; the network itself cannot be changed.
+        """
+        self._check_variable(variable)
+        return self._cpts[variable].clone()
+
+    def parameter_counts(self) -> ParameterCounts:
+        """Free parameters of the network against the full joint table and full independence."""
+        return count_parameters(self._dag, self.cardinalities)
+
+    def _check_variable(self, variable: str) -> None:
+        if variable not in self._states:
+            raise ValueError(
+                f"unknown variable {variable!r}; the network has {list(self._variables)}"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"DiscreteBN({self.name!r}, {len(self._variables)} variables, "
+            f"{self._dag.number_of_edges()} edges)"
+        )
+
+    def describe(self) -> str:
+        """A readable summary: each variable with its parents and states, and parameter counts."""
+        lines = [
+            f"{self.name}: {len(self._variables)} variables, {self._dag.number_of_edges()} edges"
+        ]
+        width = max(len(str(v)) for v in self._variables)
+        for v in self._variables:
+            pa = ", ".join(self._parents[v]) or "-"
+            states = ", ".join(map(str, self._states[v]))
+            lines.append(f"  {v!s:<{width}}  | parents: {pa}  | states: {states}")
+        lines.append(str(self.parameter_counts()))
+        return "\n".join(lines)
+
+    # ----------------------------------------------------------------------------- inference
+    def log_prob(
+        self, data: pd.DataFrame | Mapping[str, Any], *, chunk_size: int | None = None
+    ) -> Tensor:
+        """Exact log-probability of each row, with missing cells summed out.
+
+        Arguments:
+            data: rows of state names (a DataFrame, or a mapping of variable to state for one
+                row); NaN or None marks a missing cell, and an absent column is missing everywhere.
+            chunk_size: rows processed at once (bounds memory); chosen from the network if None.
+
+        Returns:
+            A float64 tensor ``[N]``: ``log p(observed cells of row n)``; ``-inf`` for evidence of
+            probability zero.
+        """
+        from ppdgm.bn.elimination import log_evidence
+
+        return log_evidence(self, data, chunk_size=chunk_size)
+
+    def posterior(
+        self,
+        data: pd.DataFrame | Mapping[str, Any],
+        variables: Sequence[str] | str,
+        *,
+        chunk_size: int | None = None,
+    ) -> dict[str, Tensor]:
+        """Exact posterior marginals given each row's observed cells.
+
+        Arguments:
+            data: evidence rows, as for :meth:`log_prob`.
+            variables: the query variables (a name or a sequence of names).
+            chunk_size: rows processed at once; chosen from the network if None.
+
+        Returns:
+            For each query variable, a float64 tensor ``[N, card]`` of ``p(v = s | row n)`` with
+            the states in the order of ``states[v]`` (one-hot where ``v`` itself is observed).
+
+        Raises:
+            ValueError: for an unknown variable or state, or a row whose evidence has probability
+                zero (the posterior is undefined there).
+        """
+        from ppdgm.bn.elimination import posterior
+
+        return posterior(self, data, variables, chunk_size=chunk_size)
+
+    # ----------------------------------------------------------------------------- programs
+    def model(
+        self, data: pd.DataFrame | Mapping[str, Any] | None = None, *, num_rows: int = 1
+    ) -> dict[str, Tensor]:
+        """The network as a Pyro program, one ``pyro.plate("data")`` over rows.
+
+        Each variable is a ``pyro.sample`` site named after it, in topological order, drawn from a
+        ``Categorical`` whose probabilities are its CPT indexed by the parents' values. A column
+        observed in every row is an observed site; a column with missing cells is a latent site
+        marked ``infer={"enumerate": "parallel"}`` whose distribution is clamped to the observed
+        value in the rows that have one, so ``TraceEnum_ELBO`` sums out exactly the missing cells.
+
+        Arguments:
+            data: rows of state names, or None to sample ``num_rows`` rows from the prior.
+            num_rows: the plate's size when ``data`` is None.
+
+        Returns:
+            The value of every site (state indices), keyed by variable.
+        """
+        from ppdgm.bn.program import network_model
+
+        return network_model(self, data, num_rows=num_rows)
+
+    def sample(self, n: int, seed: int | None = None) -> pd.DataFrame:
+        """Draws ``n`` rows by ancestral sampling (vectorized over rows).
+
+        Arguments:
+            n: number of rows.
+            seed: seed of a private generator; the global torch generator if None.
+
+        Returns:
+            A DataFrame with one categorical column of state names per variable.
+        """
+        from ppdgm.bn.sampling import ancestral_sample
+
+        return ancestral_sample(self, n, seed=seed)
+
+    def fit(self, data: pd.DataFrame, **kwargs: Any) -> FitResult:
+        """Learns new CPTs for this structure and these states; see :func:`ppdgm.bn.fit`."""
+        from ppdgm.bn.learning import fit
+
+        return fit(self, data, **kwargs)
+
+    # ----------------------------------------------------------------------------- interop
+    def to_pgmpy(self) -> Any:
+        """The same network as a ``pgmpy.models.DiscreteBayesianNetwork``."""
+        from ppdgm.bn.interop import to_pgmpy
+
+        return to_pgmpy(self)
+
+    def write_bif(self, path: str | Path) -> None:
+        """Writes the network to a BIF file (through pgmpy's writer)."""
+        from ppdgm.bn.interop import write_bif
+
+        write_bif(self, path)
+
+    def with_cpts(self, cpts: Mapping[str, Any]) -> DiscreteBN:
+        """A network with the same structure and states and some tables replaced."""
+        tables = {v: cpts.get(v, self._cpts[v]) for v in self._variables}
+        return DiscreteBN(self._dag, tables, self._states, parents=self._parents, name=self.name)
+
+    def _cached(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+
+def _as_table(variable: str, table: Any) -> Tensor:
+    try:
+        if isinstance(table, Tensor):
+            t = table.detach().to(dtype=torch.float64, device="cpu").clone()
+        else:
+            t = torch.as_tensor(np.asarray(table, dtype=np.float64))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"CPT of {variable!r} is not a numeric array: {e}") from None
+    return t
+
+
+def _check_table(
+    variable: str,
+    table: Tensor,
+    parents: tuple[str, ...],
+    states: Mapping[str, tuple[Hashable, ...]],
+) -> None:
+    expected = tuple(len(states[u]) for u in parents) + (len(states[variable]),)
+    if tuple(table.shape) != expected:
+        axes = ", ".join(f"{u}={len(states[u])}" for u in (*parents, variable))
+        raise ValueError(
+            f"CPT of {variable!r} has shape {tuple(table.shape)}, expected {expected} "
+            f"(axes: {axes})"
+        )
+    if not torch.isfinite(table).all():
+        raise ValueError(f"CPT of {variable!r} has non-finite entries")
+    if (table < 0).any():
+        raise ValueError(f"CPT of {variable!r} has negative entries (min {table.min().item():g})")
+    sums = table.sum(-1)
+    error = (sums - 1).abs()
+    if error.numel() and error.max() > CPT_TOLERANCE:
+        worst = np.unravel_index(int(error.argmax()), tuple(sums.shape)) if sums.dim() else ()
+        where = ", ".join(f"{u}={states[u][i]}" for u, i in zip(parents, worst, strict=True))
+        raise ValueError(
+            f"CPT of {variable!r} does not sum to one over {variable!r}: the row "
+            f"{('given ' + where) if where else ''} sums to {float(sums[tuple(worst)]):.6g} "
+            f"(tolerance {CPT_TOLERANCE:g})"
+        )
