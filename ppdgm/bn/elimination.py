@@ -4,7 +4,8 @@ Evidence enters as indicator factors :math:`\lambda_v(n, s)` (one where row n is
 has ``v = s``), so one elimination plan serves every row of a batch: each step multiplies the
 factors that mention a variable and sums it out with one ``torch.einsum`` whose leading axis is
 the row. The work per row of a step is the size of its scope; the sum over steps is the plan's
-:attr:`Plan.cost`, the arithmetic floor of batched elimination with that order (min-fill).
+:attr:`Plan.cost`, the arithmetic floor of batched elimination with that order (the cheaper of
+min-fill and min-weight).
 
 After each step a factor is divided by its largest entry per row and the logarithm of that
 scale is carried separately, so products of many small probabilities never underflow.
@@ -18,10 +19,10 @@ with respect to the CPTs in the same way (see :mod:`ppdgm.bn.learning`).
 from __future__ import annotations
 
 import math
-import string
+import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import networkx as nx
 import pandas as pd
@@ -40,13 +41,14 @@ __all__ = [
     "elimination_plan",
     "execute",
     "log_evidence",
-    "min_fill_order",
+    "greedy_order",
     "posterior",
 ]
 
+#: Randomized tie-breaks tried per criterion when searching for a cheap elimination order.
+SEARCH = 6
 #: Entries of float64 intermediates a batch may hold at once (256 MiB).
 MEMORY_BUDGET = 2**25
-_LETTERS = [c for c in string.ascii_letters if c != "n"]
 
 
 class ZeroProbabilityEvidence(ValueError):
@@ -62,7 +64,9 @@ class Step:
         inputs: the factor slots consumed.
         scope: the variables of the new factor, in the order of its axes.
         batched: whether the new factor has a leading row axis.
-        equation: the ``torch.einsum`` equation (``n`` is the row axis).
+        views: for each input, the axis permutation and the indexing (``None`` inserts an axis)
+            that align it to the product's axes: the row axis if batched, ``scope``, then
+            ``variable``.
         size: entries per row of the product before summing (the step's work).
     """
 
@@ -70,7 +74,7 @@ class Step:
     inputs: tuple[int, ...]
     scope: tuple[str, ...]
     batched: bool
-    equation: str
+    views: tuple[tuple[tuple[int, ...], tuple[slice | None, ...]], ...]
     size: int
 
 
@@ -89,31 +93,55 @@ class Plan:
 
     @property
     def cost(self) -> int:
-        """Entries per row over all steps: the arithmetic floor of this plan."""
-        return sum(s.size for s in self.steps)
+        """Entries per row over the batched steps: the arithmetic floor of this plan.
+
+        Steps over CPTs alone are done once per batch, not per row, and are not counted.
+        """
+        return sum(s.size for s in self.steps if s.batched)
 
     @property
     def width(self) -> int:
-        """The largest step's entries per row."""
-        return max((s.size for s in self.steps), default=1)
+        """The largest batched step's entries per row."""
+        return max((s.size for s in self.steps if s.batched), default=1)
 
-    def chunk_size(self, budget: int = MEMORY_BUDGET) -> int:
-        """Rows per batch so that all intermediates of a batch fit in ``budget`` entries."""
-        return max(1, budget // max(self.cost, 1))
+    def chunk_size(self, budget: int = MEMORY_BUDGET, *, keep_intermediates: bool = False) -> int:
+        """Rows per batch so that the intermediates of a batch fit in ``budget`` entries.
+
+        A forward pass frees each factor once used, so a few times the widest step bounds it;
+        a pass that is differentiated keeps every intermediate, so it needs the whole cost.
+        """
+        need = self.cost if keep_intermediates else 4 * self.width
+        return max(1, budget // max(need, 1))
 
 
-def min_fill_order(
-    graph: nx.Graph, eliminate: Sequence[str], cardinalities: Mapping[str, int]
+def greedy_order(
+    graph: nx.Graph,
+    eliminate: Sequence[str],
+    cardinalities: Mapping[str, int],
+    criterion: Literal["min-fill", "min-weight"] = "min-fill",
+    seed: int | None = None,
 ) -> list[str]:
-    """Greedy min-fill elimination order (ties by min-weight, then by position in ``eliminate``).
+    """A greedy elimination order.
+
+    ``min-fill`` eliminates next the variable whose elimination adds the fewest edges (ties by
+    weight); ``min-weight`` the one whose clique has the fewest joint states (ties by fill).
+    Remaining ties go to the earlier variable in ``eliminate``, or are broken at random with
+    ``seed``.
 
     Arguments:
         graph: an undirected interaction graph (the moral graph of a network).
         eliminate: the variables to order; the others stay in the graph.
-        cardinalities: each variable's number of states (for the weight tie-break).
+        cardinalities: each variable's number of states.
+        criterion: ``"min-fill"`` or ``"min-weight"``.
+        seed: seed for breaking ties at random (None: by position).
     """
+    if criterion not in ("min-fill", "min-weight"):
+        raise ValueError(f"unknown elimination criterion {criterion!r}")
     g = {v: set(graph.neighbors(v)) for v in graph.nodes}
     rank = {v: i for i, v in enumerate(eliminate)}
+    if seed is not None:
+        shuffled = random.Random(seed).sample(list(eliminate), len(eliminate))
+        rank = {v: i for i, v in enumerate(shuffled)}
     remaining = set(eliminate)
     order = []
     while remaining:
@@ -122,7 +150,7 @@ def min_fill_order(
             nb = list(g[v])
             fill = sum(1 for i, a in enumerate(nb) for b in nb[i + 1 :] if b not in g[a])
             weight = math.prod(cardinalities[u] for u in nb) * cardinalities[v]
-            return fill, weight, rank[v]
+            return (fill, weight, rank[v]) if criterion == "min-fill" else (weight, fill, rank[v])
 
         v = min(remaining, key=score)
         nb = list(g[v])
@@ -143,6 +171,7 @@ def elimination_plan(
     keep: Sequence[str] = (),
     *,
     prune: bool = True,
+    order: Literal["best", "min-fill", "min-weight"] = "best",
 ) -> Plan:
     """Builds the plan that sums out everything but ``keep`` given indicators on ``evidence``.
 
@@ -152,6 +181,8 @@ def elimination_plan(
         keep: variables left in the result, in this order.
         prune: drop variables that are neither kept, nor evidence, nor ancestors of either:
             they are barren and sum to one. EM needs every CPT and turns this off.
+        order: the elimination heuristic; ``"best"`` builds both, each also with ties broken
+            at random under a few seeds, and keeps the plan of lowest :attr:`Plan.cost`.
     """
     wanted = set(evidence) | set(keep)
     if prune:
@@ -171,23 +202,52 @@ def elimination_plan(
     moral.add_nodes_from(cpt_variables)
     for scope in scopes:
         moral.add_edges_from((a, b) for i, a in enumerate(scope) for b in scope[i + 1 :])
-    order = min_fill_order(moral, [v for v in cpt_variables if v not in set(keep)], cards)
+    eliminate = [v for v in cpt_variables if v not in set(keep)]
+    if order == "best":
+        candidates = [
+            (c, seed) for c in ("min-fill", "min-weight") for seed in (None, *range(SEARCH))
+        ]
+    else:
+        candidates = [(order, None)]
+    plans = [
+        Plan(
+            cpt_variables,
+            evidence_variables,
+            tuple(keep),
+            _steps(greedy_order(moral, eliminate, cards, c, seed), scopes, batched, cards, keep),
+        )
+        for c, seed in candidates
+    ]
+    return min(plans, key=lambda p: p.cost)
 
+
+def _steps(
+    order: Sequence[str],
+    scopes: Sequence[tuple[str, ...]],
+    batched: Sequence[bool],
+    cards: Mapping[str, int],
+    keep: Sequence[str],
+) -> tuple[Step, ...]:
+    """The steps of eliminating ``order`` from the initial factors, then the final product."""
+    scopes, batched = list(scopes), list(batched)
     alive = list(range(len(scopes)))
     steps = []
 
     def combine(variable: str | None, inputs: list[int], out: tuple[str, ...]) -> None:
-        union = list(dict.fromkeys(u for i in inputs for u in scopes[i]))
-        if len(union) > len(_LETTERS):
-            raise ValueError(f"elimination step over {len(union)} variables is too wide")
-        letter = dict(zip(union, _LETTERS, strict=False))
+        axes = out if variable is None else (variable, *out)
         is_batched = any(batched[i] for i in inputs)
-        terms = ["n" * batched[i] + "".join(letter[u] for u in scopes[i]) for i in inputs]
-        result = "n" * is_batched + "".join(letter[u] for u in out)
-        size = math.prod(cards[u] for u in union)
-        steps.append(
-            Step(variable, tuple(inputs), out, is_batched, ",".join(terms) + "->" + result, size)
-        )
+        views = []
+        for i in inputs:
+            scope = scopes[i]
+            perm = [scope.index(u) for u in axes if u in scope]
+            index: list[slice | None] = [slice(None) if u in scope else None for u in axes]
+            if batched[i]:
+                perm.append(len(scope))
+            if is_batched:
+                index.append(slice(None) if batched[i] else None)
+            views.append((tuple(perm), tuple(index)))
+        size = math.prod(cards[u] for u in axes)
+        steps.append(Step(variable, tuple(inputs), out, is_batched, tuple(views), size))
         scopes.append(out)
         batched.append(is_batched)
         alive.append(len(scopes) - 1)
@@ -201,7 +261,7 @@ def elimination_plan(
     final = list(alive)
     alive.clear()
     combine(None, final, tuple(keep))
-    return Plan(cpt_variables, evidence_variables, tuple(keep), tuple(steps))
+    return tuple(steps)
 
 
 def execute(
@@ -221,29 +281,64 @@ def execute(
         ``factor * exp(log_scale)``. Differentiable in the CPTs and the indicators.
     """
     slots: list[Tensor | None] = [cpts[v] for v in plan.cpt_variables]
-    slots += [evidence[v] for v in plan.evidence_variables]
+    # rows are the last, contiguous axis of every batched factor: each product and sum then
+    # runs over long contiguous vectors, whatever the (small) variable axes are
+    slots += [evidence[v].T.contiguous() for v in plan.evidence_variables]
     log_scale = torch.zeros(rows, dtype=torch.float64)
     for step in plan.steps:
-        operands = [slots[i] for i in step.inputs]
-        for i in step.inputs:
+        operands = []
+        for i, (perm, index) in zip(step.inputs, step.views, strict=True):
+            operands.append(slots[i].permute(perm)[index])
             slots[i] = None
-        if operands:
-            t = torch.einsum(step.equation, *operands)
-        else:
-            t = torch.ones((), dtype=torch.float64)
+        t = _contract(operands, summed=step.variable is not None)
         if step.batched:
-            top = t.detach().reshape(rows, -1).amax(1)
-        else:
-            top = t.detach().amax() if t.numel() else torch.ones((), dtype=torch.float64)
-        safe = torch.where(top > 0, top, torch.ones_like(top))
-        t = t / safe.reshape(safe.shape + (1,) * (t.dim() - safe.dim()))
-        log_scale = log_scale + top.log()
+            t, log_scale = _rescale(t, log_scale)
         slots.append(t)
     result = slots[-1]
     assert result is not None
-    if not plan.steps[-1].batched:
+    if plan.steps[-1].batched:
+        result = result.movedim(-1, 0)
+    else:
         result = result.expand((rows, *result.shape))
     return result, log_scale
+
+
+def _contract(operands: list[Tensor], summed: bool) -> Tensor:
+    """The product of aligned factors, summed over their first axis if ``summed``.
+
+    The smaller factors are multiplied first; the largest is only read, inside a fused
+    multiply-add over the summed axis, so the full product is never written out.
+    """
+    if not operands:
+        return torch.ones((), dtype=torch.float64)
+    operands = sorted(operands, key=Tensor.numel)
+    large = operands.pop()
+    if not operands:
+        return large.sum(0) if summed else large
+    small = operands[0]
+    for factor in operands[1:]:
+        small = small * factor
+    if not summed:
+        return small * large
+    acc = small[0] * large[0]
+    for x in range(1, large.shape[0]):
+        acc.addcmul_(small[x], large[x])
+    return acc
+
+
+#: A batched factor is rescaled when some row's largest entry falls below this; far above the
+#: smallest normal float64 (2.2e-308), so one step's products cannot underflow.
+RESCALE_BELOW = 1e-30
+
+
+def _rescale(t: Tensor, log_scale: Tensor) -> tuple[Tensor, Tensor]:
+    """Divides each row by its largest entry when it gets small, carrying the log of the scale."""
+    top = t.detach().amax(dim=tuple(range(t.dim() - 1))) if t.dim() > 1 else t.detach()
+    if not bool((top < RESCALE_BELOW).any()):
+        return t, log_scale
+    safe = torch.where(top > 0, top, torch.ones_like(top))
+    t = t / safe
+    return t, log_scale + safe.log().masked_fill(top <= 0, float("-inf"))
 
 
 def _chunks(codes: Tensor, size: int) -> Iterator[Tensor]:
@@ -328,7 +423,8 @@ def _posterior_by_gradient(
     plan = _plan(bn, sorted(set(observed) | set(query), key=bn.variables.index), ())
     out: dict[str, list[Tensor]] = {v: [] for v in query}
     offset = 0
-    for chunk in _chunks(codes, chunk_size or plan.chunk_size()):
+    rows = chunk_size or plan.chunk_size(keep_intermediates=True)
+    for chunk in _chunks(codes, rows):
         lam = _indicators(bn, chunk, plan.evidence_variables)
         leaves = [lam[v].requires_grad_() for v in query]
         with torch.enable_grad():

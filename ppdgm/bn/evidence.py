@@ -58,25 +58,24 @@ def encode(bn: DiscreteBN, data: pd.DataFrame | Mapping[str, Any]) -> Tensor:
 
 def _encode_column(variable: str, column: pd.Series, states: tuple[Any, ...]) -> np.ndarray:
     missing = column.isna().to_numpy()
-    if isinstance(column.dtype, pd.CategoricalDtype) and list(column.cat.categories) == list(
-        states
-    ):
+    categories = list(states)
+    if isinstance(column.dtype, pd.CategoricalDtype) and list(column.cat.categories) == categories:
         return column.cat.codes.to_numpy().astype(np.int64)
-    lookup = {s: i for i, s in enumerate(states)}
-    if all(isinstance(s, str) for s in states):
-        text = column.astype(object).where(~missing, None)
-        values = text.map(lambda x: x if x is None or isinstance(x, str) else str(x))
-    else:
-        values = column.astype(object).where(~missing, None)
-    codes = values.map(lookup).to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = np.isnan(codes) & ~missing
+    codes = pd.Categorical(column, categories=categories).codes.astype(np.int64)
+    bad = (codes < 0) & ~missing
+    if bad.any() and all(isinstance(s, str) for s in states):
+        # numbers read from a CSV without types still match states named by their text
+        text = column[bad].map(str)
+        codes[bad] = pd.Categorical(text, categories=categories).codes
+        bad = (codes < 0) & ~missing
     if bad.any():
         shown = list(dict.fromkeys(column[bad].tolist()))[:5]
         raise ValueError(
             f"unknown state(s) {shown} of variable {variable!r} in {int(bad.sum())} row(s); "
-            f"its states are {list(states)}"
+            f"its states are {categories}"
         )
-    return np.where(missing, MISSING, np.nan_to_num(codes)).astype(np.int64)
+    codes[missing] = MISSING
+    return codes
 
 
 def decode(bn: DiscreteBN, codes: Tensor) -> pd.DataFrame:

@@ -245,7 +245,7 @@ def _em(
         }
     observed = [v for j, v in enumerate(template.variables) if bool((codes[:, j] >= 0).any())]
     plan = elimination_plan(template, observed, (), prune=False)
-    rows = chunk_size or plan.chunk_size()
+    rows = chunk_size or plan.chunk_size(keep_intermediates=True)
     columns = {v: j for j, v in enumerate(template.variables)}
     cards = template.cardinalities
     batches = [
