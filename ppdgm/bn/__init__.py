@@ -1,4 +1,4 @@
-"""Discrete Bayesian networks as Pyro programs, with exact batched inference, sampling and learning."""
+"""Discrete Bayesian networks as Pyro programs: exact batched inference, sampling, learning."""
 
 from __future__ import annotations
 

@@ -40,8 +40,8 @@ __all__ = [
     "ZeroProbabilityEvidence",
     "elimination_plan",
     "execute",
-    "log_evidence",
     "greedy_order",
+    "log_evidence",
     "posterior",
 ]
 

@@ -1,4 +1,4 @@
-"""Classic example networks: Asia, the sprinkler, the student, and every discrete network pgmpy ships."""
+"""Example networks: Asia, the sprinkler, the student, and every discrete network pgmpy ships."""
 
 from __future__ import annotations
 

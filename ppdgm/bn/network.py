@@ -314,7 +314,7 @@ def _check_table(
     parents: tuple[str, ...],
     states: Mapping[str, tuple[Hashable, ...]],
 ) -> None:
-    expected = tuple(len(states[u]) for u in parents) + (len(states[variable]),)
+    expected = (*tuple(len(states[u]) for u in parents), len(states[variable]))
     if tuple(table.shape) != expected:
         axes = ", ".join(f"{u}={len(states[u])}" for u in (*parents, variable))
         raise ValueError(

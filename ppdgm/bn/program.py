@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 import pyro
@@ -35,7 +35,7 @@ class PartiallyObservedCategorical(dist.TorchDistribution):
         observed: which cells are known.
     """
 
-    arg_constraints: dict[str, constraints.Constraint] = {}
+    arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {}
     has_enumerate_support = True
 
     def __init__(
@@ -63,8 +63,8 @@ class PartiallyObservedCategorical(dist.TorchDistribution):
             self.observed.expand(batch_shape),
         )
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
-        draw = self.base.sample(sample_shape)
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+        draw = self.base.sample(torch.Size(sample_shape))
         return torch.where(self.observed, self.value, draw)
 
     def log_prob(self, value: Tensor) -> Tensor:

@@ -52,7 +52,7 @@ def _cdf(table: Tensor, card: int) -> Tensor:
 
 
 def ancestral_sample(bn: DiscreteBN, n: int, *, seed: int | None = None) -> pd.DataFrame:
-    """``n`` rows as a DataFrame of categorical state-name columns (see :meth:`DiscreteBN.sample`)."""
+    """``n`` rows as a DataFrame of categorical columns (see :meth:`DiscreteBN.sample`)."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise ValueError(f"the number of rows must be a non-negative integer, not {n!r}")
     generator = None
