@@ -11,10 +11,12 @@ import networkx as nx
 
 from ppdgm.bn.network import DiscreteBN
 
-__all__ = ["CompiledDAG", "as_dag", "compiled", "describe_names"]
+__all__ = ["CompiledDAG", "as_dag", "clear_caches", "compiled", "describe_names"]
 
 #: Reachable sets remembered per frozen graph before the memo is cleared.
 MEMO_SIZE = 65536
+
+_SETS = frozenset((set, frozenset, list))
 
 _COMPILED: WeakKeyDictionary[nx.DiGraph, CompiledDAG] = WeakKeyDictionary()
 # the same, keyed by the identity of what callers pass (a network or a graph): one dict lookup
@@ -49,6 +51,12 @@ def compiled(g: Any) -> CompiledDAG:
     return found
 
 
+def clear_caches() -> None:
+    """Forgets every compiled graph and memoized search (for benchmarks measuring cold starts)."""
+    _COMPILED.clear()
+    _BY_ID.clear()
+
+
 def describe_names(names: Iterable[Hashable], limit: int = 12) -> str:
     """A short listing of names for error messages."""
     names = [str(v) for v in names]
@@ -78,25 +86,32 @@ class CompiledDAG:
 
     def __init__(self, graph: nx.DiGraph) -> None:
         # no reference to ``graph`` is kept: the caches are weak in the graph
-        self.nodes: tuple[Hashable, ...] = tuple(graph.nodes)
+        self.nodes: tuple[Hashable, ...] = tuple(graph)
         self.index: dict[Hashable, int] = {v: i for i, v in enumerate(self.nodes)}
         index = self.index
-        self.parents = [sum(1 << index[u] for u in graph.pred[v]) for v in self.nodes]
-        self.children = [sum(1 << index[u] for u in graph.succ[v]) for v in self.nodes]
-        self.ancestors = self._ancestors(graph)
+        bit = [1 << i for i in range(len(self.nodes))]
+        # the raw adjacency dicts: graph.succ[v] would build a view object per node
+        succ, pred = graph._succ, graph._pred
+        self.parents = [sum([bit[index[u]] for u in pred[v]]) for v in self.nodes]
+        self.children = [sum([bit[index[u]] for u in succ[v]]) for v in self.nodes]
+        self._check_acyclic(graph, [[index[u] for u in succ[v]] for v in self.nodes])
+        self._descendants: list[int | None] = [None] * len(self.nodes)
         self._memo: dict[tuple[Any, Any], tuple[int, int]] = {}
 
-    def _ancestors(self, graph: nx.DiGraph) -> list[int]:
-        """Each node's ancestors including itself, by Kahn's topological sort."""
+    def forget(self) -> None:
+        """Empties the memos of searches and descendant sets (for benchmarks of single queries)."""
+        self._descendants = [None] * len(self.nodes)
+        self._memo.clear()
+
+    def _check_acyclic(self, graph: nx.DiGraph, children: list[list[int]]) -> None:
+        """Kahn's topological sort; names a cycle if it cannot finish."""
         indegree = [p.bit_count() for p in self.parents]
         ready = [i for i, d in enumerate(indegree) if d == 0]
-        ancestors = [1 << i for i in range(len(self.nodes))]
         done = 0
         while ready:
             i = ready.pop()
             done += 1
-            for j in _bits(self.children[i]):
-                ancestors[j] |= ancestors[i]
+            for j in children[i]:
                 indegree[j] -= 1
                 if indegree[j] == 0:
                     ready.append(j)
@@ -104,7 +119,23 @@ class CompiledDAG:
             cycle = [u for u, _ in nx.find_cycle(graph)]
             path = " -> ".join(map(str, [*cycle, cycle[0]]))
             raise ValueError(f"the graph is not acyclic: it has the cycle {path}")
-        return ancestors
+
+    def descendants(self, i: int) -> int:
+        """The descendants of node ``i``, itself included (computed on first use)."""
+        found = self._descendants[i]
+        if found is None:
+            children = self.children
+            found = frontier = 1 << i
+            while frontier:
+                grown = 0
+                while frontier:
+                    low = frontier & -frontier
+                    grown |= children[low.bit_length() - 1]
+                    frontier ^= low
+                frontier = grown & ~found
+                found |= grown
+            self._descendants[i] = found
+        return found
 
     # --------------------------------------------------------------------------- names
     def names(self, arg: Any, role: str) -> frozenset[Hashable]:
@@ -122,7 +153,7 @@ class CompiledDAG:
     def _key(self, arg: Any) -> Any:
         if isinstance(arg, str):
             return arg
-        if isinstance(arg, (set, frozenset, list)):
+        if type(arg) in _SETS:
             return frozenset(arg)
         try:
             if arg in self.index:
@@ -159,7 +190,11 @@ class CompiledDAG:
     # --------------------------------------------------------------------------- queries
     def separated(self, xs: Any, ys: Any, given: Any) -> bool:
         """Whether ``xs`` and ``ys`` are d-separated given ``given``."""
-        key = (self._key(xs), self._key(given))
+        # the common argument types inline: this line runs for every query
+        key = (
+            xs if type(xs) is str else self._key(xs),
+            frozenset(given) if type(given) in _SETS else self._key(given),
+        )
         hit = self._memo.get(key)
         if hit is None:
             hit = self._search(*key)
@@ -179,9 +214,14 @@ class CompiledDAG:
         return self.unmask(hit[1])
 
     def _search(self, xkey: Any, zkey: Any) -> tuple[int, int]:
-        x, z = self.names(xkey, "xs"), self.names(zkey, "given")
-        self.check_disjoint({"xs": x, "given": z})
+        x = xkey if isinstance(xkey, frozenset) else (xkey,)
+        z = zkey if isinstance(zkey, frozenset) else (zkey,)
+        index = self.index
+        if not x or not index.keys() >= {*x, *z}:
+            self.check_disjoint({"xs": self.names(xkey, "xs"), "given": self.names(zkey, "given")})
         xmask, zmask = self.mask(x), self.mask(z)
+        if xmask & zmask:
+            self.check_disjoint({"xs": frozenset(x), "given": frozenset(z)})
         found = (xmask | zmask, self._bayes_ball(xmask, zmask))
         if len(self._memo) >= MEMO_SIZE:
             self._memo.clear()
@@ -194,16 +234,10 @@ class CompiledDAG:
 
         ``up`` holds nodes entered from a child (or a start node): unless observed, the ball
         passes to parents and children. ``down`` holds nodes entered from a parent: unless
-        observed it passes on to children, and at a collider with an observed descendant
-        (an ancestor of ``zmask``) it bounces back to the parents.
+        observed it passes on to children, and at a collider that is observed or has an
+        observed descendant it bounces back to the parents.
         """
-        ancestors, parents, children = self.ancestors, self.parents, self.children
-        active_colliders = 0
-        m = zmask
-        while m:
-            low = m & -m
-            active_colliders |= ancestors[low.bit_length() - 1]
-            m ^= low
+        parents, children, descendants = self.parents, self.children, self._descendants
         open_ = ~zmask
         seen_up = seen_down = 0
         up, down = xmask, 0
@@ -219,16 +253,20 @@ class CompiledDAG:
                 new_up |= parents[i]
                 new_down |= children[i]
                 m ^= low
-            m = down & open_
+            m = down
             while m:
                 low = m & -m
-                new_down |= children[low.bit_length() - 1]
+                i = low.bit_length() - 1
                 m ^= low
-            m = down & active_colliders
-            while m:
-                low = m & -m
-                new_up |= parents[low.bit_length() - 1]
-                m ^= low
+                if low & zmask:  # an observed collider
+                    new_up |= parents[i]
+                    continue
+                new_down |= children[i]
+                below = descendants[i]
+                if below is None:
+                    below = self.descendants(i)
+                if below & zmask:  # a collider with an observed descendant
+                    new_up |= parents[i]
             up = new_up & ~seen_up
             down = new_down & ~seen_down
         return (seen_up | seen_down) & open_
@@ -244,9 +282,6 @@ class CompiledDAG:
         """A shortest active trail from ``x`` to ``y`` (the search of :meth:`_bayes_ball` with
         each state's predecessor kept), or None."""
         zmask = self.mask(given)
-        active_colliders = 0
-        for i in _bits(zmask):
-            active_colliders |= self.ancestors[i]
         start, goal = self.index[x], self.index[y]
         before: dict[tuple[int, bool], tuple[int, bool] | None] = {(start, True): None}
         frontier = [(start, True)]
@@ -267,7 +302,7 @@ class CompiledDAG:
                     moves += [(j, False) for j in _bits(self.children[i])]
                     if entered_from_child:
                         moves += [(j, True) for j in _bits(self.parents[i])]
-                if not entered_from_child and (active_colliders >> i) & 1:
+                if not entered_from_child and self.descendants(i) & zmask:
                     moves += [(j, True) for j in _bits(self.parents[i])]
                 for move in moves:
                     if move not in before:

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from ppdgm.bn import DiscreteBN, asia
-from ppdgm.commands._common import blank_cells
+from ppdgm.commands._common import blank_cells, write_frame
 
 __all__ = [
     "SECTIONS",
@@ -120,7 +120,7 @@ def learning_section(out_dir: Path) -> None:
     truth = asia()
     rows = blank_cells(truth.sample(5_000, seed=3), 0.3, seed=4)
     data_path = out_dir / "asia-missing.csv"
-    rows.to_csv(data_path, index=False)
+    write_frame(rows, data_path)
     start = time.perf_counter()
     result = truth.fit(rows)
     seconds = time.perf_counter() - start

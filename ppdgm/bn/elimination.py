@@ -47,8 +47,8 @@ __all__ = [
 
 #: Randomized tie-breaks tried per criterion when searching for a cheap elimination order.
 SEARCH = 6
-#: Entries of float64 intermediates a batch may hold at once (256 MiB).
-MEMORY_BUDGET = 2**25
+#: Entries of float64 intermediates a batch may hold at once (64 MiB).
+MEMORY_BUDGET = 2**23
 
 
 class ZeroProbabilityEvidence(ValueError):
@@ -90,6 +90,7 @@ class Plan:
     evidence_variables: tuple[str, ...]
     keep: tuple[str, ...]
     steps: tuple[Step, ...]
+    peak: int
 
     @property
     def cost(self) -> int:
@@ -107,10 +108,11 @@ class Plan:
     def chunk_size(self, budget: int = MEMORY_BUDGET, *, keep_intermediates: bool = False) -> int:
         """Rows per batch so that the intermediates of a batch fit in ``budget`` entries.
 
-        A forward pass frees each factor once used, so a few times the widest step bounds it;
-        a pass that is differentiated keeps every intermediate, so it needs the whole cost.
+        A forward pass frees each factor once used, so its most entries alive at once
+        (:attr:`peak`) bound it; a pass that is differentiated keeps every product for the
+        backward pass, which twice the cost bounds.
         """
-        need = self.cost if keep_intermediates else 4 * self.width
+        need = 2 * self.cost if keep_intermediates else self.peak
         return max(1, budget // max(need, 1))
 
 
@@ -214,7 +216,7 @@ def elimination_plan(
             cpt_variables,
             evidence_variables,
             tuple(keep),
-            _steps(greedy_order(moral, eliminate, cards, c, seed), scopes, batched, cards, keep),
+            *_steps(greedy_order(moral, eliminate, cards, c, seed), scopes, batched, cards, keep),
         )
         for c, seed in candidates
     ]
@@ -227,11 +229,18 @@ def _steps(
     batched: Sequence[bool],
     cards: Mapping[str, int],
     keep: Sequence[str],
-) -> tuple[Step, ...]:
-    """The steps of eliminating ``order`` from the initial factors, then the final product."""
+) -> tuple[tuple[Step, ...], int]:
+    """The steps of eliminating ``order`` from the initial factors, then the final product,
+    and the most entries per row alive at once (factors, plus the step's products)."""
     scopes, batched = list(scopes), list(batched)
     alive = list(range(len(scopes)))
     steps = []
+
+    def entries(i: int) -> int:
+        return math.prod(cards[u] for u in scopes[i]) if batched[i] else 0
+
+    live = sum(entries(i) for i in alive)
+    peak = live
 
     def combine(variable: str | None, inputs: list[int], out: tuple[str, ...]) -> None:
         axes = out if variable is None else (variable, *out)
@@ -251,6 +260,9 @@ def _steps(
         scopes.append(out)
         batched.append(is_batched)
         alive.append(len(scopes) - 1)
+        nonlocal live, peak
+        peak = max(peak, live + (size + entries(len(scopes) - 1)) * is_batched)
+        live += entries(len(scopes) - 1) - sum(entries(i) for i in inputs)
 
     for x in order:
         inputs = [i for i in alive if x in scopes[i]]
@@ -261,7 +273,7 @@ def _steps(
     final = list(alive)
     alive.clear()
     combine(None, final, tuple(keep))
-    return tuple(steps)
+    return tuple(steps), max(peak, 1)
 
 
 def execute(
@@ -272,7 +284,8 @@ def execute(
     Arguments:
         plan: the plan.
         cpts: a table for each of ``plan.cpt_variables``.
-        evidence: indicators ``[rows, card]`` for each of ``plan.evidence_variables``.
+        evidence: indicators ``[card, rows]`` for each of ``plan.evidence_variables`` (see
+            :func:`ppdgm.bn.evidence.indicators`).
         rows: the batch's number of rows.
 
     Returns:
@@ -283,7 +296,7 @@ def execute(
     slots: list[Tensor | None] = [cpts[v] for v in plan.cpt_variables]
     # rows are the last, contiguous axis of every batched factor: each product and sum then
     # runs over long contiguous vectors, whatever the (small) variable axes are
-    slots += [evidence[v].T.contiguous() for v in plan.evidence_variables]
+    slots += [evidence[v] for v in plan.evidence_variables]
     log_scale = torch.zeros(rows, dtype=torch.float64)
     for step in plan.steps:
         operands = []
@@ -432,7 +445,7 @@ def _posterior_by_gradient(
             _check_positive(factor.detach(), offset)
             grads = torch.autograd.grad(factor.log().sum(), leaves)
         for v, leaf, grad in zip(query, leaves, grads, strict=True):
-            out[v].append((leaf.detach() * grad).clamp(min=0))
+            out[v].append((leaf.detach() * grad).clamp(min=0).T)
         offset += chunk.shape[0]
     cards = bn.cardinalities
     return {

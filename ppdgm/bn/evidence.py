@@ -78,18 +78,20 @@ def _encode_column(variable: str, column: pd.Series, states: tuple[Any, ...]) ->
     return codes
 
 
-def decode(bn: DiscreteBN, codes: Tensor) -> pd.DataFrame:
-    """A DataFrame of categorical columns of state names from indices (``-1`` becomes NaN)."""
-    array = codes.cpu().numpy()
-    return pd.DataFrame(
-        {
-            v: pd.Categorical.from_codes(array[:, j], categories=list(bn.states[v]))
-            for j, v in enumerate(bn.variables)
-        }
-    )
+def decode(bn: DiscreteBN, codes: Mapping[str, Tensor]) -> pd.DataFrame:
+    """A DataFrame of categorical state-name columns from a ``[n]`` index tensor per variable
+    (``-1`` becomes NaN)."""
+    columns = {}
+    for v in bn.variables:
+        index = codes[v].to(torch.int8 if len(bn.states[v]) < 127 else torch.int32).numpy()
+        columns[v] = pd.Categorical.from_codes(index, categories=list(bn.states[v]))
+    return pd.DataFrame(columns)
 
 
 def indicators(codes: Tensor, cardinality: int, dtype: torch.dtype = torch.float64) -> Tensor:
-    """Evidence indicators ``lambda[n, s]``: one where cell n is missing or equals s, else zero."""
-    states = torch.arange(cardinality, device=codes.device)
-    return ((codes.unsqueeze(-1) == states) | (codes.unsqueeze(-1) < 0)).to(dtype)
+    """Evidence indicators ``lambda[s, n]``: one where cell n is missing or equals s, else zero.
+
+    Rows are the last axis, the layout of the elimination engine.
+    """
+    states = torch.arange(cardinality, device=codes.device).unsqueeze(-1)
+    return ((codes == states) | (codes < 0)).to(dtype)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -19,36 +20,55 @@ __all__ = ["ancestral_sample", "family_index", "sample_codes"]
 CHUNK_ROWS = 2**18
 
 
-def family_index(bn: DiscreteBN, codes: Tensor, variable: str, columns: dict[str, int]) -> Tensor:
-    """The row-major index of each row's parent configuration in ``variable``'s flattened CPT."""
-    index = torch.zeros(codes.shape[0], dtype=torch.long)
+def family_index(
+    bn: DiscreteBN, codes: Mapping[str, Tensor] | Tensor, variable: str, columns: dict[str, int]
+) -> Tensor:
+    """The row-major index of each row's parent configuration in ``variable``'s flattened CPT.
+
+    ``codes`` is either a ``[n, len(bn.variables)]`` tensor (``columns`` names its columns) or a
+    mapping from variable to a ``[n]`` tensor of state indices.
+    """
+    index = None
     for u in bn.parents(variable):
-        index = index * len(bn.states[u]) + codes[:, columns[u]]
+        column = codes[u] if isinstance(codes, Mapping) else codes[:, columns[u]]
+        index = column if index is None else index * len(bn.states[u]) + column
+    if index is None:
+        n = next(iter(codes.values())).shape[0] if isinstance(codes, Mapping) else codes.shape[0]
+        return torch.zeros(n, dtype=torch.long)
     return index
 
 
-def sample_codes(bn: DiscreteBN, n: int, generator: torch.Generator | None = None) -> Tensor:
-    """``n`` rows of state indices ``[n, len(bn.variables)]`` drawn in topological order.
+def sample_codes(
+    bn: DiscreteBN, n: int, generator: torch.Generator | None = None
+) -> dict[str, Tensor]:
+    """``n`` rows of state indices, a ``[n]`` tensor per variable, drawn in topological order.
 
-    Each variable is drawn for all rows at once by inverting its conditional CDF, selected by
-    the row's parent configuration.
+    Each variable is drawn for all rows at once by inverting its conditional CDF: with
+    ``u ~ U[0, 1)``, the state is the number of CDF entries of the row's parent configuration
+    at or below ``u``.
     """
     columns = {v: j for j, v in enumerate(bn.variables)}
-    codes = torch.empty(n, len(bn.variables), dtype=torch.long)
-    uniform = torch.rand(n, len(bn.variables), dtype=torch.float64, generator=generator)
+    drawn: dict[str, Tensor] = {}
     for v in bn.variables:
-        j = columns[v]
         card = len(bn.states[v])
         cdf = bn._cached(("cdf", v), lambda v=v, card=card: _cdf(bn._cpts[v], card))
-        rows = cdf[family_index(bn, codes, v, columns)]
-        codes[:, j] = (uniform[:, j : j + 1] >= rows).sum(-1)
-    return codes
+        u = torch.rand(n, dtype=torch.float64, generator=generator)
+        if card == 1:
+            drawn[v] = torch.zeros(n, dtype=torch.long)
+            continue
+        offset = family_index(bn, drawn, v, columns) * card if bn.parents(v) else None
+        state = torch.zeros(n, dtype=torch.long)
+        for k in range(card - 1):
+            bound = cdf[k].expand(n) if offset is None else cdf.take(offset + k)
+            state += u >= bound
+        drawn[v] = state
+    return drawn
 
 
 def _cdf(table: Tensor, card: int) -> Tensor:
     cdf = table.reshape(-1, card).cumsum(-1)
     # divide by the last entry so that it is exactly one and u < 1 never falls past it
-    return cdf / cdf[:, -1:]
+    return (cdf / cdf[:, -1:]).flatten()
 
 
 def ancestral_sample(bn: DiscreteBN, n: int, *, seed: int | None = None) -> pd.DataFrame:
@@ -61,5 +81,6 @@ def ancestral_sample(bn: DiscreteBN, n: int, *, seed: int | None = None) -> pd.D
     parts = [
         sample_codes(bn, min(CHUNK_ROWS, n - start), generator) for start in range(0, n, CHUNK_ROWS)
     ]
-    codes = torch.cat(parts) if parts else torch.empty(0, len(bn.variables), dtype=torch.long)
-    return decode(bn, codes)
+    if not parts:
+        parts = [{v: torch.zeros(0, dtype=torch.long) for v in bn.variables}]
+    return decode(bn, {v: torch.cat([p[v] for p in parts]) for v in bn.variables})

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ppdgm.commands import bn, demo
+from ppdgm.commands import bn, demo, independence
 
 __all__ = ["COMMANDS"]
 
-COMMANDS: list[Callable[[Any], None]] = [bn.register, demo.register]
+COMMANDS: list[Callable[[Any], None]] = [bn.register, demo.register, independence.register]

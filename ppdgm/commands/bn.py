@@ -77,9 +77,7 @@ def register(subparsers: Any) -> None:
         "or given each row of a CSV file (one posterior per row, written as CSV).",
     )
     query.add_argument("network", metavar="FILE", help=_NETWORK_HELP)
-    query.add_argument(
-        "--vars", required=True, metavar="A,B", help="query variables"
-    )
+    query.add_argument("--vars", required=True, metavar="A,B", help="query variables")
     given = query.add_mutually_exclusive_group()
     given.add_argument(
         "--evidence",
@@ -330,6 +328,7 @@ def run_fit(args: argparse.Namespace) -> int:
     rows = read_rows(args.data)
     if args.output is not None:
         _check_writable(Path(args.output))
+    before = float(bn.log_prob(rows).sum())  # also rejects unknown variables and states
     print(_missing_summary(bn, rows))
     result = bn.fit(
         rows,
@@ -359,7 +358,6 @@ def run_fit(args: argparse.Namespace) -> int:
     print(
         f"log p(data) under the learned tables: {history[-1]:.4f} ({history[-1] / n:.6f} per row)"
     )
-    before = float(bn.log_prob(rows).sum())
     print(f"log p(data) under {args.network}'s own tables: {before:.4f} ({before / n:.6f} per row)")
     print(_largest_change(bn, result.network))
     if args.output is None:

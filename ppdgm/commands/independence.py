@@ -1,0 +1,224 @@
+"""``ppdgm ci``, ``ppdgm blanket`` and ``ppdgm render``: independence queries from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import sys
+import warnings
+from collections.abc import Callable, Hashable
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from ppdgm import bn as networks
+from ppdgm.bn.network import DiscreteBN
+from ppdgm.citest import check_independencies
+from ppdgm.commands._common import load_network, parse_names
+from ppdgm.independence import (
+    Independence,
+    active_trail,
+    d_separated,
+    format_trail,
+    markov_blanket,
+    minimal_d_separator,
+)
+from ppdgm.inspect import GraphvizNotFound, dependency_graph, render
+
+__all__ = ["demo_section", "load_target", "register"]
+
+TARGET_HELP = (
+    "a BIF file, an example network name (asia, alarm, ...) or a Pyro program "
+    "path/to/file.py:function (called without arguments)"
+)
+
+
+def load_target(spec: str) -> DiscreteBN | Callable[..., Any]:
+    """A network or a Pyro program from the command line's ``TARGET``.
+
+    Arguments:
+        spec: ``path/to/file.py:function``, the path of a BIF file, or an example name.
+
+    Raises:
+        ValueError: when ``spec`` is none of these, or the file or function cannot be loaded.
+        FileNotFoundError: for a BIF path that does not exist.
+    """
+    file, colon, function = spec.rpartition(":")
+    if colon and file.endswith(".py"):
+        return _load_program(Path(file), function)
+    return load_network(spec)
+
+
+def _load_program(path: Path, function: str) -> Callable[..., Any]:
+    if not path.is_file():
+        raise ValueError(f"no such program file: {str(path)!r}")
+    spec = importlib.util.spec_from_file_location(f"_ppdgm_program_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot import {str(path)!r} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise ValueError(f"importing {str(path)!r} failed: {type(e).__name__}: {e}") from e
+    found = getattr(module, function, None)
+    if not callable(found):
+        names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+        raise ValueError(f"{str(path)!r} has no function {function!r}; it has {names}")
+    return found
+
+
+def _graph(target: DiscreteBN | Callable[..., Any]) -> DiscreteBN | nx.DiGraph:
+    return target if isinstance(target, DiscreteBN) else dependency_graph(target)
+
+
+def _names(text: str | None) -> list[str]:
+    return [s.strip() for s in (text or "").split(",") if s.strip()]
+
+
+def explain(g: DiscreteBN | nx.DiGraph, xs: list[str], ys: list[str], given: list[str]) -> str:
+    """The answer to ``xs ⊥ ys | given``: d-separated or not, an active trail if not, and a
+    minimal separator of ``xs`` and ``ys``."""
+    statement = Independence(xs, ys, given)
+    lines = []
+    if d_separated(g, xs, ys, given):
+        lines.append(f"{statement}: yes, d-separated (holds in every distribution of the graph)")
+    else:
+        lines.append(f"{statement}: no, d-connected (dependent in some distribution of the graph)")
+        for x, y in itertools.product(xs, ys):
+            trail = active_trail(g, x, y, given)
+            if trail is not None:
+                lines.append(f"  active trail: {format_trail(g, trail)}")
+                break
+    separator = minimal_d_separator(g, xs, ys)
+    if separator is None:
+        lines.append("  no set separates them: they are adjacent")
+    else:
+        lines.append(f"  minimal separator: {{{', '.join(sorted(separator))}}}")
+    return "\n".join(lines)
+
+
+def _run_ci(args: argparse.Namespace) -> int:
+    target = load_target(args.target)
+    g = _graph(target)
+    xs, ys, given = parse_names(args.x), parse_names(args.y), _names(args.given)
+    print(explain(g, xs, ys, given))
+    if args.samples:
+        (result,) = check_independencies(
+            target, Independence(xs, ys, given), num_samples=args.samples, seed=args.seed
+        )
+        print(f"  empirical: {result}")
+    return 0
+
+
+def _run_blanket(args: argparse.Namespace) -> int:
+    g = _graph(load_target(args.target))
+    print(describe_blanket(g, args.variable))
+    return 0
+
+
+def describe_blanket(g: DiscreteBN | nx.DiGraph, v: Hashable) -> str:
+    """A variable's Markov blanket, split into parents, children and co-parents."""
+    blanket = markov_blanket(g, v)
+    dag = g.dag if isinstance(g, DiscreteBN) else g
+    parents = set(dag.predecessors(v))
+    children = set(dag.successors(v))
+    spouses = blanket - parents - children
+
+    def listed(names: set[Hashable]) -> str:
+        return ", ".join(sorted(map(str, names))) or "-"
+
+    return "\n".join(
+        [
+            f"Markov blanket of {v} ({len(blanket)} variables): {listed(blanket)}",
+            f"  parents: {listed(parents)}",
+            f"  children: {listed(children)}",
+            f"  children's other parents: {listed(spouses)}",
+        ]
+    )
+
+
+def _run_render(args: argparse.Namespace) -> int:
+    g = _graph(load_target(args.target))
+    highlight: dict[str, list[Hashable]] = {}
+    for role in ("x", "y", "given", "highlight"):
+        if _names(getattr(args, role)):
+            highlight[role] = list(_names(getattr(args, role)))
+    if args.blanket:
+        highlight["blanket"] = sorted(markov_blanket(g, args.blanket))
+        highlight.setdefault("x", [args.blanket])
+    if len(highlight.get("x", ())) == 1 and len(highlight.get("y", ())) == 1:
+        trail = active_trail(g, highlight["x"][0], highlight["y"][0], highlight.get("given", ()))
+        if trail is not None:
+            highlight["trail"] = trail
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", GraphvizNotFound)
+        written = render(g, args.output, highlight=highlight or None)
+    for w in caught:
+        print(f"ppdgm render: {w.message}", file=sys.stderr)
+    print(f"wrote {written}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Adds ``ci``, ``blanket`` and ``render`` to the ``ppdgm`` command."""
+    ci = subparsers.add_parser(
+        "ci",
+        help="is X independent of Y given Z? (d-separation, active trail, minimal separator)",
+        description="Answers X ⊥ Y | Z by d-separation; optionally tests it on samples.",
+    )
+    ci.add_argument("target", help=TARGET_HELP)
+    ci.add_argument("--x", required=True, help="variable(s), comma-separated")
+    ci.add_argument("--y", required=True, help="variable(s), comma-separated")
+    ci.add_argument("--given", default="", help="conditioning variable(s), comma-separated")
+    ci.add_argument(
+        "--samples", type=int, default=0, help="also test the statement on this many samples"
+    )
+    ci.add_argument("--seed", type=int, default=0, help="seed of the samples")
+    ci.set_defaults(run=_run_ci)
+
+    blanket = subparsers.add_parser("blanket", help="the Markov blanket of a variable")
+    blanket.add_argument("target", help=TARGET_HELP)
+    blanket.add_argument("variable")
+    blanket.set_defaults(run=_run_blanket)
+
+    draw = subparsers.add_parser("render", help="draw a network or program with graphviz")
+    draw.add_argument("target", help=TARGET_HELP)
+    draw.add_argument("-o", "--output", required=True, help="file: .svg, .png, .pdf or .dot")
+    draw.add_argument("--highlight", default="", help="variables to highlight, comma-separated")
+    draw.add_argument("--x", default="", help="query variable(s) X to highlight")
+    draw.add_argument("--y", default="", help="query variable(s) Y to highlight")
+    draw.add_argument("--given", default="", help="conditioning variable(s) to highlight")
+    draw.add_argument("--blanket", default="", help="highlight this variable's Markov blanket")
+    draw.set_defaults(run=_run_render)
+
+
+def demo_section(out_dir: Path) -> str:
+    """The independence part of ``ppdgm demo`` on the Asia network: d-separation answers, a
+    Markov blanket, an empirical check, and a highlighted drawing written into ``out_dir``.
+
+    Returns:
+        The text to print.
+    """
+    asia = networks.asia()
+    queries = [
+        (["asia"], ["smoke"], []),
+        (["xray"], ["dysp"], ["either"]),
+        (["tub"], ["lung"], ["either"]),
+        (["smoke"], ["dysp"], ["bronc"]),
+    ]
+    lines = ["Conditional independence in the Asia network (d-separation):"]
+    lines += ["  " + line for q in queries for line in explain(asia, *q).splitlines()]
+    lines += ["  " + line for line in describe_blanket(asia, "either").splitlines()]
+    statements = [Independence(*q) for q in queries]
+    lines.append("Empirical check on 20000 samples (small p: the data reject independence):")
+    lines += [f"  {r}" for r in check_independencies(asia, statements, num_samples=20000)]
+    trail = active_trail(asia, "smoke", "dysp", ["bronc"]) or []
+    highlight = {"x": ["smoke"], "y": ["dysp"], "given": ["bronc"], "trail": trail}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", GraphvizNotFound)
+        written = render(asia, Path(out_dir) / "asia-independence.svg", highlight=highlight)
+    lines += [f"  note: {w.message}" for w in caught]
+    lines.append(f"  drawing of smoke ⊥ dysp | bronc with its active trail: {written}")
+    return "\n".join(lines)
