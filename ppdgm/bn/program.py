@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions import constraints
 from pyro.ops.indexing import Vindex
 from torch import Tensor
 
@@ -21,58 +20,61 @@ if TYPE_CHECKING:
 __all__ = ["PartiallyObservedCategorical", "network_model"]
 
 
-class PartiallyObservedCategorical(dist.TorchDistribution):
+class PartiallyObservedCategorical(dist.Categorical):
     """A categorical distribution clamped to known values where ``observed`` is true.
 
     ``log_prob(x)`` is the categorical's where the cell is missing, and where it is observed
     the categorical's at the known value and ``-inf`` at any other: the density of a latent site
     times the evidence indicator. Enumerating it (``TraceEnum_ELBO``) therefore sums out exactly
-    the missing cells, and sampling returns the known value where there is one.
+    the missing cells, and sampling returns the known value where there is one. Without
+    ``value`` it is a plain categorical (as ``TraceEnum_ELBO.compute_marginals`` builds it).
 
     Arguments:
-        base: the categorical distribution of the site.
+        probs: event probabilities (or ``logits``), as for ``Categorical``.
+        logits: event log-probabilities, unnormalized.
         value: the known state index of each cell (anything where missing).
         observed: which cells are known.
     """
 
-    arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {}
-    has_enumerate_support = True
-
     def __init__(
         self,
-        base: dist.Categorical,
-        value: Tensor,
-        observed: Tensor,
+        probs: Tensor | None = None,
+        logits: Tensor | None = None,
+        value: Tensor | None = None,
+        observed: Tensor | None = None,
         validate_args: bool | None = None,
     ) -> None:
-        batch_shape = torch.broadcast_shapes(base.batch_shape, value.shape, observed.shape)
-        self.base = base.expand(batch_shape)
-        self.value = value.expand(batch_shape)
-        self.observed = observed.expand(batch_shape)
-        super().__init__(batch_shape, torch.Size(), validate_args=False)
-
-    @constraints.dependent_property(is_discrete=True, event_dim=0)
-    def support(self) -> constraints.Constraint:
-        return self.base.support
+        params = probs if probs is not None else logits
+        assert params is not None
+        shape = params.shape[:-1]
+        if value is not None:
+            shape = torch.broadcast_shapes(shape, value.shape)
+            params = params.expand((*shape, params.shape[-1]))
+        if probs is not None:
+            super().__init__(probs=params, validate_args=validate_args)
+        else:
+            super().__init__(logits=params, validate_args=validate_args)
+        if value is None or observed is None:
+            value = torch.zeros((), dtype=torch.long)
+            observed = torch.zeros((), dtype=torch.bool)
+        self.value = value.expand(self.batch_shape)
+        self.observed = observed.expand(self.batch_shape)
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> PartiallyObservedCategorical:
         batch_shape = torch.Size(batch_shape)
         return PartiallyObservedCategorical(
-            self.base.expand(batch_shape),
-            self.value.expand(batch_shape),
-            self.observed.expand(batch_shape),
+            logits=self.logits.expand((*batch_shape, self.logits.shape[-1])),
+            value=self.value.expand(batch_shape),
+            observed=self.observed.expand(batch_shape),
         )
 
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
-        draw = self.base.sample(torch.Size(sample_shape))
+        draw = super().sample(torch.Size(sample_shape))
         return torch.where(self.observed, self.value, draw)
 
     def log_prob(self, value: Tensor) -> Tensor:
         clash = self.observed & (value != self.value)
-        return self.base.log_prob(value).masked_fill(clash, float("-inf"))
-
-    def enumerate_support(self, expand: bool = True) -> Tensor:
-        return self.base.enumerate_support(expand=expand)
+        return super().log_prob(value).masked_fill(clash, float("-inf"))
 
 
 def network_model(
@@ -96,7 +98,7 @@ def network_model(
             if observed is not None and bool(observed.all()):
                 values[v] = pyro.sample(v, site, obs=column)
             elif observed is not None and bool(observed.any()):
-                site = PartiallyObservedCategorical(site, column, observed)
+                site = PartiallyObservedCategorical(probs, value=column, observed=observed)
                 values[v] = pyro.sample(v, site, infer={"enumerate": "parallel"})
             else:
                 values[v] = pyro.sample(v, site, infer={"enumerate": "parallel"})
