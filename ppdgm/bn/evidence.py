@@ -61,12 +61,13 @@ def _encode_column(variable: str, column: pd.Series, states: tuple[Any, ...]) ->
     categories = list(states)
     if isinstance(column.dtype, pd.CategoricalDtype) and list(column.cat.categories) == categories:
         return column.cat.codes.to_numpy().astype(np.int64)
-    codes = pd.Categorical(column, categories=categories).codes.astype(np.int64)
+    index = pd.Index(categories)
+    codes = index.get_indexer(column).astype(np.int64)
     bad = (codes < 0) & ~missing
     if bad.any() and all(isinstance(s, str) for s in states):
         # numbers read from a CSV without types still match states named by their text
         text = column[bad].map(str)
-        codes[bad] = pd.Categorical(text, categories=categories).codes
+        codes[bad] = index.get_indexer(text)
         bad = (codes < 0) & ~missing
     if bad.any():
         shown = list(dict.fromkeys(column[bad].tolist()))[:5]

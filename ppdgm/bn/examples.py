@@ -20,7 +20,7 @@ def asia() -> DiscreteBN:
     Example:
         >>> bn = asia()
         >>> bn.variables
-        ('asia', 'smoke', 'tub', 'lung', 'bronc', 'either', 'xray', 'dysp')
+        ('asia', 'tub', 'smoke', 'lung', 'bronc', 'either', 'xray', 'dysp')
     """
     dag = nx.DiGraph(
         [

@@ -249,8 +249,11 @@ def _em(
     columns = {v: j for j, v in enumerate(template.variables)}
     cards = template.cardinalities
     batches = [
-        {v: indicators(codes[s : s + rows, columns[v]], cards[v]) for v in plan.evidence_variables}
-        for s in range(0, codes.shape[0], rows)
+        (
+            chunk.shape[0],
+            {v: indicators(chunk[:, columns[v]], cards[v]) for v in plan.evidence_variables},
+        )
+        for chunk in codes.split(rows)
     ]
     n = codes.shape[0]
 
@@ -258,8 +261,7 @@ def _em(
         leaves = {v: t.detach().requires_grad_() for v, t in theta.items()}
         expected = {v: torch.zeros_like(t) for v, t in theta.items()}
         ll = 0.0
-        for lam in batches:
-            size = next(iter(lam.values())).shape[0]
+        for size, lam in batches:
             with torch.enable_grad():
                 factor, log_scale = execute(plan, leaves, lam, size)
                 log_z = factor.log()
@@ -277,19 +279,16 @@ def _em(
     ll, expected = expectation(tables)
     history, objective = [ll], [ll + _log_prior(tables, alpha)]
     converged = False
-    bar = tqdm(range(max_iter), desc="EM", disable=not progress, leave=False)
-    iterations = 0
-    for iterations in bar:  # noqa: B007 (the count is reported)
-        tables = {v: _normalize(expected[v] + alpha[v]) for v in template.variables}
-        ll, expected = expectation(tables)
-        history.append(ll)
-        objective.append(ll + _log_prior(tables, alpha))
-        bar.set_postfix(loglik_per_row=f"{ll / n:.5f}")
-        if objective[-1] - objective[-2] < tol * n:
-            converged = True
-            break
-    bar.close()
+    with tqdm(total=max_iter, desc="EM", unit="it", disable=not progress, leave=False) as bar:
+        while len(history) <= max_iter:
+            tables = {v: _normalize(expected[v] + alpha[v]) for v in template.variables}
+            ll, expected = expectation(tables)
+            history.append(ll)
+            objective.append(ll + _log_prior(tables, alpha))
+            bar.update()
+            bar.set_postfix(loglik_per_row=f"{ll / n:.5f}")
+            if objective[-1] - objective[-2] < tol * n:
+                converged = True
+                break
     network = template.with_cpts(tables)
-    return FitResult(
-        network, "em", history, objective, iterations + 1 if max_iter else 0, converged
-    )
+    return FitResult(network, "em", history, objective, len(history) - 1, converged)

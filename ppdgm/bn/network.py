@@ -242,6 +242,10 @@ class DiscreteBN:
         marked ``infer={"enumerate": "parallel"}`` whose distribution is clamped to the observed
         value in the rows that have one, so ``TraceEnum_ELBO`` sums out exactly the missing cells.
 
+        ``pyro.render_model`` draws every edge of the network. Pyro's ``get_dependencies``
+        reports dependencies on latent sites only, so it lists every edge for ``bn.model()``
+        and whenever each column has a missing cell, and omits edges out of observed sites.
+
         Arguments:
             data: rows of state names, or None to sample ``num_rows`` rows from the prior.
             num_rows: the plate's size when ``data`` is None.
