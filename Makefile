@@ -10,7 +10,6 @@ BIN := $(VENV)/bin
 
 $(BIN)/ppdgm: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
 	touch $(BIN)/ppdgm

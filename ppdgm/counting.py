@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-__all__ = ["ParameterCounts", "count_parameters"]
+__all__ = ["ParameterCounts", "count_parameters", "format_count"]
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,23 @@ class ParameterCounts:
 
     def __str__(self) -> str:
         return (
-            f"free parameters: {self.factorized:,} (factorized) vs "
-            f"{self.full_joint:,} (full joint table) vs {self.independent:,} (fully independent)"
+            f"free parameters: {format_count(self.factorized)} (factorized) vs "
+            f"{format_count(self.full_joint)} (full joint table) vs "
+            f"{format_count(self.independent)} (fully independent)"
         )
+
+
+def format_count(n: int) -> str:
+    """An integer with thousands separators, or in scientific notation past 10^15.
+
+    Example:
+        >>> format_count(255), format_count(2**100 - 1)
+        ('255', '~1.27e+30')
+    """
+    if n < 10**15:
+        return f"{n:,}"
+    digits = str(n)
+    return f"~{digits[0]}.{digits[1:3]}e+{len(digits) - 1}"
 
 
 def count_parameters(dag: nx.DiGraph, cardinalities: Mapping[str, int]) -> ParameterCounts:

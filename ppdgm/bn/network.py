@@ -172,8 +172,9 @@ class DiscreteBN:
             f"{self._dag.number_of_edges()} edges)"
         )
 
-    def describe(self) -> str:
-        """A readable summary: each variable with its parents and states, and parameter counts."""
+    def describe(self, *, counts: bool = True) -> str:
+        """A readable summary: each variable with its parents and states, and (if ``counts``)
+        the parameter counts."""
         lines = [
             f"{self.name}: {len(self._variables)} variables, {self._dag.number_of_edges()} edges"
         ]
@@ -182,7 +183,8 @@ class DiscreteBN:
             pa = ", ".join(self._parents[v]) or "-"
             states = ", ".join(map(str, self._states[v]))
             lines.append(f"  {v!s:<{width}}  | parents: {pa}  | states: {states}")
-        lines.append(str(self.parameter_counts()))
+        if counts:
+            lines.append(str(self.parameter_counts()))
         return "\n".join(lines)
 
     # ----------------------------------------------------------------------------- inference

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from ppdgm.bn import DiscreteBN
+from ppdgm.counting import format_count
 from ppdgm.commands._common import (
     blank_cells,
     fraction,
@@ -139,13 +140,8 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def network_summary(bn: DiscreteBN) -> str:
-    """``bn.describe()`` with its one-line parameter counts spelled out by
-    :func:`parameter_summary`."""
-    text = bn.describe()
-    counts = str(bn.parameter_counts())
-    if text.endswith("\n" + counts):
-        text = text[: -len(counts) - 1]
-    return text + "\n" + parameter_summary(bn)
+    """``bn.describe()`` with the parameter counts spelled out by :func:`parameter_summary`."""
+    return bn.describe(counts=False) + "\n" + parameter_summary(bn)
 
 
 def parameter_summary(bn: DiscreteBN) -> str:
@@ -167,27 +163,19 @@ def parameter_summary(bn: DiscreteBN) -> str:
         ),
         ("fully independent", counts.independent, "sum over variables of (states - 1)"),
     ]
-    shown = [_big(count) for _, count, _ in rows]
+    shown = [format_count(count) for _, count, _ in rows]
     width = max(map(len, shown))
     lines = ["free parameters (numbers needed to specify the distribution):"]
     for (label, _, formula), text in zip(rows, shown, strict=True):
         lines.append(f"  {label:<17} {text:>{width}}  = {formula}")
     if counts.factorized and counts.full_joint > counts.factorized:
-        ratio = _big(
+        ratio = format_count(
             round(counts.full_joint / counts.factorized)
             if counts.full_joint < 10**300
             else counts.full_joint // counts.factorized
         )
         lines.append(f"the factorization needs {ratio} times fewer than the full table")
     return "\n".join(lines)
-
-
-def _big(n: int) -> str:
-    """An integer with thousands separators, or in scientific notation past 10^15."""
-    if n < 10**15:
-        return f"{n:,}"
-    digits = str(n)
-    return f"~{digits[0]}.{digits[1:3]}e+{len(digits) - 1}"
 
 
 def cpt_frame(bn: DiscreteBN, variable: str) -> pd.DataFrame:
