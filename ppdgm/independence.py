@@ -251,7 +251,12 @@ def implied_independencies(g: GraphLike, max_conditioning: int = 2) -> list[Inde
                     for y in c.nodes[i + 1 :]
                     if y not in zset and y not in reach
                 )
-    found.sort(key=lambda s: (len(s.given), *(order[v] for v in (*s.xs, *s.ys))))
+
+    def position(s: Independence) -> tuple[int, ...]:
+        (x,), (y,) = s.xs, s.ys
+        return (len(s.given), order[x], order[y], *sorted(order[v] for v in s.given))
+
+    found.sort(key=position)
     return found
 
 

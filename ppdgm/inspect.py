@@ -62,7 +62,8 @@ def dependency_graph(model: Callable[..., Any], *args: Any, **kwargs: Any) -> nx
         (name of the site's distribution, wrappers removed), ``plates`` (names of the enclosing
         vectorized plates, outermost first), ``discrete`` (bool), ``shape`` (of the value) and
         ``event_shape``.
-        Graph attributes: ``name``, ``plates`` (plate name to size), ``elided`` (the
+        Graph attributes: ``name``, ``plates`` (plate name to full size, before any
+        subsampling), ``elided`` (the
         deterministic and Delta sites left out).
 
     Raises:
@@ -104,7 +105,7 @@ def dependency_graph(model: Callable[..., Any], *args: Any, **kwargs: Any) -> nx
     graph = nx.DiGraph(name=name, plates={}, elided=elided)
     for msg in sites:
         frames = [f for f in msg["cond_indep_stack"] if f.vectorized]
-        graph.graph["plates"].update({f.name: f.size for f in frames})
+        graph.graph["plates"].update({f.name: f.full_size or f.size for f in frames})
         graph.add_node(
             msg["name"],
             observed=bool(msg["is_observed"]),

@@ -12,7 +12,6 @@ import pandas as pd
 import torch
 
 from ppdgm.bn import DiscreteBN
-from ppdgm.counting import format_count
 from ppdgm.commands._common import (
     blank_cells,
     fraction,
@@ -24,6 +23,7 @@ from ppdgm.commands._common import (
     read_rows,
     write_frame,
 )
+from ppdgm.counting import format_count
 
 __all__ = ["cpt_frame", "network_summary", "parameter_summary", "register"]
 

@@ -95,7 +95,8 @@ def explain(g: DiscreteBN | nx.DiGraph, xs: list[str], ys: list[str], given: lis
     if separator is None:
         lines.append("  no set separates them: they are adjacent")
     else:
-        lines.append(f"  minimal separator: {{{', '.join(sorted(separator))}}}")
+        empty = "" if separator else " (independent without conditioning)"
+        lines.append(f"  minimal separator: {{{', '.join(sorted(separator))}}}{empty}")
     return "\n".join(lines)
 
 
