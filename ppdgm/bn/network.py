@@ -45,7 +45,8 @@ class DiscreteBN:
     Raises:
         ValueError: for a cycle, a missing or unknown table, a parent that is not in the graph,
             a table of the wrong shape, negative or non-finite entries, or rows that do not sum
-            to one within :data:`CPT_TOLERANCE`.
+            to one within :data:`CPT_TOLERANCE` (rows within it are renormalized, as BIF files
+            round their numbers).
 
     Example:
         >>> import networkx as nx
@@ -115,7 +116,7 @@ class DiscreteBN:
             self._states[v] = names
         for v in self._variables:
             _check_table(v, tables[v], self._parents[v], self._states)
-        self._cpts = tables
+        self._cpts = {v: _renormalized(t) for v, t in tables.items()}
         frozen = nx.DiGraph()
         frozen.add_nodes_from(self._variables)
         frozen.add_edges_from((u, v) for v in self._variables for u in self._parents[v])
@@ -312,6 +313,13 @@ def _as_table(variable: str, table: Any) -> Tensor:
     except (TypeError, ValueError) as e:
         raise ValueError(f"CPT of {variable!r} is not a numeric array: {e}") from None
     return t
+
+
+def _renormalized(table: Tensor) -> Tensor:
+    """Rows that sum to one only within the tolerance, divided by their sums, so that the network
+    is a distribution; rows already within rounding of one are left bit for bit (idempotent)."""
+    sums = table.sum(-1, keepdim=True)
+    return torch.where((sums - 1).abs() > 1e-12, table / sums, table)
 
 
 def _check_table(
