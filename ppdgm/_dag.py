@@ -90,6 +90,7 @@ class CompiledDAG:
         self.index: dict[Hashable, int] = {v: i for i, v in enumerate(self.nodes)}
         index = self.index
         bit = [1 << i for i in range(len(self.nodes))]
+        self.bit: dict[Hashable, int] = dict(zip(self.nodes, bit, strict=True))
         # the raw adjacency dicts: graph.succ[v] would build a view object per node
         succ, pred = graph._succ, graph._pred
         self.parents = [sum([bit[index[u]] for u in pred[v]]) for v in self.nodes]
@@ -195,17 +196,14 @@ class CompiledDAG:
             xs if type(xs) is str else self._key(xs),
             frozenset(given) if type(given) in _SETS else self._key(given),
         )
-        hit = self._memo.get(key)
-        if hit is None:
-            hit = self._search(*key)
-        used, reach = hit
-        i = self.index.get(ys) if isinstance(ys, str) else None
-        if i is None or (used >> i) & 1:  # a set, an unknown name or an overlap: the slow path
+        hit = self._memo.get(key) or self._search(*key)
+        bit = self.bit.get(ys) if type(ys) is str else None
+        if bit is None or hit[0] & bit:  # a set, an unknown name or an overlap: the slow path
             y = self.names(ys, "ys")
             x, z = self.names(key[0], "xs"), self.names(key[1], "given")
             self.check_disjoint({"xs": x, "ys": y, "given": z})
-            return not reach & self.mask(y)
-        return not (reach >> i) & 1
+            return not hit[1] & self.mask(y)
+        return not hit[1] & bit
 
     def reachable(self, xs: Any, given: Any) -> set[Hashable]:
         """The nodes joined to some ``x`` by an active trail given ``given`` (with ``xs``)."""

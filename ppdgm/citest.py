@@ -54,8 +54,9 @@ class CITestResult:
             else (f"|z| = {self.statistic:.2f}")
         )
         graph = {None: "", True: "; graph: d-separated", False: "; graph: d-connected"}
+        p = f"p = {self.p_value:.3g}" if self.p_value > 0 else "p < 1e-300"  # erfc underflows
         return (
-            f"{self.statement}: {self.method} {stat}, p = {self.p_value:.3g} "
+            f"{self.statement}: {self.method} {stat}, {p} "
             f"({self.num_samples} samples{graph[self.d_separated]})"
         )
 
@@ -116,7 +117,7 @@ def check_independencies(
         graph = source.dag
         checker = compiled(graph)
         frame = source.sample(num_samples, seed=seed)
-        columns = {v: frame[v].cat.codes.to_numpy().astype(np.float64) for v in frame.columns}
+        columns = {v: pd.factorize(frame[v])[0].astype(np.float64) for v in frame.columns}
         discrete = dict.fromkeys(columns, True)
     elif callable(source):
         graph = dependency_graph(source, *args, **kwargs)
@@ -127,7 +128,9 @@ def check_independencies(
         )
         discrete = {v: bool(graph.nodes[v]["discrete"]) for v in graph}
     else:
-        raise TypeError(f"expected a DiscreteBN, a Pyro program or a DataFrame, not {source!r}")
+        raise TypeError(
+            f"expected a DiscreteBN, a Pyro program or a DataFrame, not {type(source).__name__}"
+        )
     results = []
     for s in statements:
         xs, ys = checker.names(s.xs, "xs"), checker.names(s.ys, "ys")
@@ -196,7 +199,12 @@ def _sample_program(
             except Exception as e:  # a program that does not broadcast: draw one at a time
                 if not parallel:
                     raise ValueError(f"sampling the program failed: {type(e).__name__}: {e}") from e
-    return {v: draws[v].detach().to(torch.float64).reshape(num_samples, -1).numpy() for v in sites}
+    columns = {}
+    for v in sites:
+        value = draws[v].detach().to(torch.float64)
+        shape = (num_samples, *graph.nodes[v]["shape"])  # vectorized draws can gain 1-sized dims
+        columns[v] = value.reshape(shape if value.numel() == np.prod(shape) else (num_samples, -1))
+    return {v: c.numpy() for v, c in columns.items()}
 
 
 def _check_shapes(variables: list[Hashable], columns: dict[Hashable, np.ndarray]) -> None:

@@ -26,6 +26,7 @@ from ppdgm.commands._common import blank_cells, write_frame
 __all__ = [
     "SECTIONS",
     "graph_section",
+    "independence_section",
     "learning_section",
     "likelihood_section",
     "network_section",
@@ -187,6 +188,13 @@ def graph_section(out_dir: Path) -> None:
     )
 
 
+def independence_section(out_dir: Path) -> None:
+    """Conditional independence: d-separation, a Markov blanket, and an empirical check."""
+    from ppdgm.commands.independence import demo_section
+
+    print(demo_section(out_dir))
+
+
 SECTIONS: list[Section] = [
     network_section,
     sampling_section,
@@ -194,7 +202,7 @@ SECTIONS: list[Section] = [
     likelihood_section,
     learning_section,
     graph_section,
-    # ---- issue 2, independence: add ppdgm.commands.independence.demo_section here ----
+    independence_section,
 ]
 """The sections :func:`run` runs, in order."""
 

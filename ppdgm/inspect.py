@@ -20,6 +20,7 @@ from pyro.poutine.util import site_is_subsample
 
 from ppdgm._dag import as_dag, compiled
 from ppdgm.bn.network import DiscreteBN
+from ppdgm.independence import format_trail
 
 __all__ = ["ROLES", "GraphvizNotFound", "dependency_graph", "render", "to_graphviz"]
 
@@ -156,7 +157,11 @@ def to_graphviz(
     drawing = graphviz.Digraph(name=str(dag.graph.get("name", getattr(obj, "name", "G"))))
     drawing.attr(rankdir="TB")
     drawing.attr("node", shape="ellipse", fontname="Helvetica")
-    legend = [f"{role}: {', '.join(map(str, names))}" for role, names in roles.items() if names]
+    legend = [
+        f"{role}: {format_trail(dag, names) if role == 'trail' else ', '.join(map(str, names))}"
+        for role, names in roles.items()
+        if names
+    ]
     if legend:
         drawing.attr(label="\\n".join(reversed(legend)), labelloc="b", fontname="Helvetica")
 
