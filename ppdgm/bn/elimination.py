@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ppdgm.bn.evidence import encode, indicators
+from ppdgm.bn.evidence import as_frame, check_columns, encode, indicators
 
 if TYPE_CHECKING:
     from ppdgm.bn.network import DiscreteBN
@@ -354,14 +354,22 @@ def _rescale(t: Tensor, log_scale: Tensor) -> tuple[Tensor, Tensor]:
     return t, log_scale + safe.log().masked_fill(top <= 0, float("-inf"))
 
 
-def _chunks(codes: Tensor, size: int) -> Iterator[Tensor]:
-    for start in range(0, codes.shape[0], size):
-        yield codes[start : start + size]
+def _observed_columns(bn: DiscreteBN, frame: pd.DataFrame) -> list[str]:
+    """The variables observed in at least one row (their columns need indicators)."""
+    return [v for v in bn.variables if v in frame.columns and bool(frame[v].notna().any())]
 
 
-def _observed_columns(bn: DiscreteBN, codes: Tensor) -> list[str]:
-    seen = (codes >= 0).any(0).tolist()
-    return [v for v, s in zip(bn.variables, seen, strict=True) if s]
+def _batches(
+    bn: DiscreteBN, frame: pd.DataFrame, plan: Plan, rows: int
+) -> Iterator[tuple[int, int, dict[str, Tensor]]]:
+    """``(offset, size, indicators)`` for each batch of rows, encoded one batch at a time so
+    that memory does not grow with the number of rows beyond the input and the output."""
+    column = {v: j for j, v in enumerate(bn.variables)}
+    cards = bn.cardinalities
+    for start in range(0, len(frame), rows):
+        codes = encode(bn, frame.iloc[start : start + rows])
+        lam = {v: indicators(codes[:, column[v]], cards[v]) for v in plan.evidence_variables}
+        yield start, codes.shape[0], lam
 
 
 def _plan(bn: DiscreteBN, evidence: Sequence[str], keep: Sequence[str]) -> Plan:
@@ -369,29 +377,18 @@ def _plan(bn: DiscreteBN, evidence: Sequence[str], keep: Sequence[str]) -> Plan:
     return bn._cached(key, lambda: elimination_plan(bn, evidence, keep))
 
 
-def _indicators(bn: DiscreteBN, chunk: Tensor, variables: Sequence[str]) -> dict[str, Tensor]:
-    column = {v: j for j, v in enumerate(bn.variables)}
-    cards = bn.cardinalities
-    return {v: indicators(chunk[:, column[v]], cards[v]) for v in variables}
-
-
-def _tables(bn: DiscreteBN) -> dict[str, Tensor]:
-    return bn._cpts
-
-
 def log_evidence(
     bn: DiscreteBN, data: pd.DataFrame | Mapping[str, Any], *, chunk_size: int | None = None
 ) -> Tensor:
     """``log p(observed cells)`` of each row (see :meth:`DiscreteBN.log_prob`)."""
-    codes = encode(bn, data)
-    observed = _observed_columns(bn, codes)
-    plan = _plan(bn, observed, ())
-    out = []
-    for chunk in _chunks(codes, chunk_size or plan.chunk_size()):
-        lam = _indicators(bn, chunk, plan.evidence_variables)
-        factor, log_scale = execute(plan, _tables(bn), lam, chunk.shape[0])
+    frame = as_frame(data)
+    check_columns(bn, frame)
+    plan = _plan(bn, _observed_columns(bn, frame), ())
+    out = [torch.zeros(0, dtype=torch.float64)]
+    for _, size, lam in _batches(bn, frame, plan, chunk_size or plan.chunk_size()):
+        factor, log_scale = execute(plan, bn._cpts, lam, size)
         out.append(factor.log() + log_scale)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+    return torch.cat(out)
 
 
 def posterior(
@@ -407,51 +404,47 @@ def posterior(
         raise ValueError("no query variables given")
     for v in query:
         bn._check_variable(v)
-    codes = encode(bn, data)
-    observed = _observed_columns(bn, codes)
+    frame = as_frame(data)
+    check_columns(bn, frame)
+    observed = _observed_columns(bn, frame)
     if len(query) == 1:
-        return {query[0]: _posterior_kept(bn, codes, observed, query[0], chunk_size)}
-    return _posterior_by_gradient(bn, codes, observed, query, chunk_size)
+        return {query[0]: _posterior_kept(bn, frame, observed, query[0], chunk_size)}
+    return _posterior_by_gradient(bn, frame, observed, query, chunk_size)
 
 
 def _posterior_kept(
-    bn: DiscreteBN, codes: Tensor, observed: list[str], q: str, chunk_size: int | None
+    bn: DiscreteBN, frame: pd.DataFrame, observed: list[str], q: str, chunk_size: int | None
 ) -> Tensor:
     plan = _plan(bn, observed, (q,))
-    out = []
-    offset = 0
-    for chunk in _chunks(codes, chunk_size or plan.chunk_size()):
-        lam = _indicators(bn, chunk, plan.evidence_variables)
-        factor, _ = execute(plan, _tables(bn), lam, chunk.shape[0])
+    out = [torch.zeros(0, bn.cardinalities[q], dtype=torch.float64)]
+    for offset, size, lam in _batches(bn, frame, plan, chunk_size or plan.chunk_size()):
+        factor, _ = execute(plan, bn._cpts, lam, size)
         total = factor.sum(-1, keepdim=True)
         _check_positive(total.squeeze(-1), offset)
         out.append(factor / total)
-        offset += chunk.shape[0]
-    return torch.cat(out) if out else torch.zeros(0, bn.cardinalities[q], dtype=torch.float64)
+    return torch.cat(out)
 
 
 def _posterior_by_gradient(
-    bn: DiscreteBN, codes: Tensor, observed: list[str], query: list[str], chunk_size: int | None
+    bn: DiscreteBN,
+    frame: pd.DataFrame,
+    observed: list[str],
+    query: list[str],
+    chunk_size: int | None,
 ) -> dict[str, Tensor]:
     plan = _plan(bn, sorted(set(observed) | set(query), key=bn.variables.index), ())
-    out: dict[str, list[Tensor]] = {v: [] for v in query}
-    offset = 0
+    cards = bn.cardinalities
+    out = {v: [torch.zeros(0, cards[v], dtype=torch.float64)] for v in query}
     rows = chunk_size or plan.chunk_size(keep_intermediates=True)
-    for chunk in _chunks(codes, rows):
-        lam = _indicators(bn, chunk, plan.evidence_variables)
+    for offset, size, lam in _batches(bn, frame, plan, rows):
         leaves = [lam[v].requires_grad_() for v in query]
         with torch.enable_grad():
-            factor, _ = execute(plan, _tables(bn), lam, chunk.shape[0])
+            factor, _ = execute(plan, bn._cpts, lam, size)
             _check_positive(factor.detach(), offset)
             grads = torch.autograd.grad(factor.log().sum(), leaves)
         for v, leaf, grad in zip(query, leaves, grads, strict=True):
             out[v].append((leaf.detach() * grad).clamp(min=0).T)
-        offset += chunk.shape[0]
-    cards = bn.cardinalities
-    return {
-        v: torch.cat(ts) if ts else torch.zeros(0, cards[v], dtype=torch.float64)
-        for v, ts in out.items()
-    }
+    return {v: torch.cat(ts) for v, ts in out.items()}
 
 
 def _check_positive(z: Tensor, offset: int) -> None:

@@ -13,7 +13,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from ppdgm.bn.network import DiscreteBN
 
-__all__ = ["MISSING", "as_frame", "decode", "encode", "indicators"]
+__all__ = ["MISSING", "as_frame", "check_columns", "decode", "encode", "indicators"]
 
 #: The index that marks a missing cell.
 MISSING = -1
@@ -44,16 +44,21 @@ def encode(bn: DiscreteBN, data: pd.DataFrame | Mapping[str, Any]) -> Tensor:
             one of its variable's states (the message names the variable and the values).
     """
     frame = as_frame(data)
-    unknown = [c for c in frame.columns if c not in bn.states]
-    if unknown:
-        raise ValueError(
-            f"unknown variable(s) {unknown} in the data; the network has {list(bn.variables)}"
-        )
+    check_columns(bn, frame)
     codes = np.full((len(frame), len(bn.variables)), MISSING, dtype=np.int64)
     for j, v in enumerate(bn.variables):
         if v in frame.columns:
             codes[:, j] = _encode_column(v, frame[v], bn.states[v])
     return torch.from_numpy(codes)
+
+
+def check_columns(bn: DiscreteBN, frame: pd.DataFrame) -> None:
+    """Raises a ValueError naming any column that is not a variable of the network."""
+    unknown = [c for c in frame.columns if c not in bn.states]
+    if unknown:
+        raise ValueError(
+            f"unknown variable(s) {unknown} in the data; the network has {list(bn.variables)}"
+        )
 
 
 def _encode_column(variable: str, column: pd.Series, states: tuple[Any, ...]) -> np.ndarray:
