@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyro
 import torch
 
 from ppdgm.bn import DiscreteBN
@@ -24,6 +26,7 @@ from ppdgm.commands._common import (
     write_frame,
 )
 from ppdgm.counting import format_count
+from ppdgm.estimate import LogLikelihood, ParetoKWarning
 
 __all__ = ["cpt_frame", "network_summary", "parameter_summary", "register"]
 
@@ -93,12 +96,26 @@ def register(subparsers: Any) -> None:
 
     loglik = actions.add_parser(
         "loglik",
-        help="exact log-probability of each row of a CSV",
-        description="Exact log p(row) of each row, missing cells summed out; prints the total "
-        "and the mean per row.",
+        help="log-probability of each row of a CSV: exact, importance-sampled or ELBO",
+        description="log p(row) of each row, missing cells summed out; prints the total and the "
+        "mean per row. --method exact (the default) sums the missing cells out exactly; "
+        "importance averages K importance weights per row, proposing the missing cells from "
+        "the network (an estimate with a standard error, biased low by about stderr^2 / 2); "
+        "elbo averages their logs (a lower bound, with a standard error).",
     )
     loglik.add_argument("network", metavar="FILE", help=_NETWORK_HELP)
     loglik.add_argument("--data", "--csv", dest="data", required=True, metavar="CSV")
+    loglik.add_argument(
+        "--method", choices=("exact", "importance", "elbo"), default="exact", help="(exact)"
+    )
+    loglik.add_argument(
+        "--samples",
+        type=positive_int,
+        default=1000,
+        metavar="K",
+        help="samples per row for importance and elbo (1000)",
+    )
+    loglik.add_argument("--seed", type=int, default=None, help="random seed (importance, elbo)")
     loglik.add_argument("-o", "--output", metavar="CSV", help="output file (standard output)")
     loglik.set_defaults(run=run_loglik)
 
@@ -278,22 +295,54 @@ def _warn_impossible(log_p: torch.Tensor, stream: Any, consequence: str) -> None
 
 # ------------------------------------------------------------------------------------- loglik
 def run_loglik(args: argparse.Namespace) -> int:
-    """``ppdgm bn loglik``: per-row exact log-probabilities, their total and mean."""
+    """``ppdgm bn loglik``: per-row log-probabilities (exact or estimated), total and mean."""
     bn = load_network(args.network)
     rows = read_rows(args.data)
-    log_p = bn.log_prob(rows)
+    method = getattr(args, "method", "exact")
+    samples = getattr(args, "samples", 1000)
+    if getattr(args, "seed", None) is not None:
+        pyro.set_rng_seed(args.seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ParetoKWarning)
+        estimate = LogLikelihood(bn.model, method=method, num_samples=samples)(rows)
+    log_p = estimate.log_prob
     out = rows.copy()
     out["log_prob"] = log_p.numpy()
+    if method != "exact":
+        out["stderr"] = estimate.stderr.numpy()
     write_frame(out, args.output)
     notes = notes_stream(args.output)
     print(_missing_summary(bn, rows), file=notes)
     total = float(log_p.sum())
     mean = total / max(len(rows), 1)
-    print(
-        f"log p(data) = {total:.4f} nats in total, {mean:.6f} per row "
-        "(exact; missing cells summed out)",
-        file=notes,
-    )
+    if method == "exact":
+        print(
+            f"log p(data) = {total:.4f} nats in total, {mean:.6f} per row "
+            "(exact; missing cells summed out)",
+            file=notes,
+        )
+    else:
+        name = "log p(data)" if method == "importance" else "ELBO"
+        what = (
+            "importance sampling, the log of the mean weight"
+            if method == "importance"
+            else "a lower bound on log p(data), the mean log weight"
+        )
+        print(
+            f"{name} = {total:.4f} ± {estimate.total_stderr:.4f} nats in total, {mean:.6f} per "
+            f"row ({what}; {samples:,} samples per row, missing cells drawn from the network; "
+            "± one standard error)",
+            file=notes,
+        )
+    if estimate.ess is not None and len(rows):
+        print(
+            f"effective sample size per row: min {float(estimate.ess.min()):.1f}, "
+            f"median {float(estimate.ess.median()):.1f} of {samples:,}",
+            file=notes,
+        )
+    for warning in caught:
+        if issubclass(warning.category, ParetoKWarning):
+            print(f"warning: {warning.message}", file=notes)
     _warn_impossible(log_p, notes, "the total is -inf")
     if args.output is not None:
         print(f"wrote the per-row log-probabilities to {args.output}", file=notes)
