@@ -2,4 +2,28 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ppdgm.models.fvsbn import FVSBN
+from ppdgm.models.made import MADE
+from ppdgm.models.nade import NADE
+from ppdgm.models.rnade import RNADE
+
+__all__ = ["FVSBN", "MADE", "MODELS", "NADE", "RNADE", "model_class"]
+
+#: The zoo's models by their lower-case names, as the command line and checkpoints name them.
+MODELS: dict[str, type] = {"fvsbn": FVSBN, "nade": NADE, "made": MADE, "rnade": RNADE}
+
+
+def model_class(name: str) -> type:
+    """The model class called ``name`` (case-insensitive: ``made``, ``MADE``).
+
+    Raises:
+        ValueError: for a name that is not in the zoo (the message lists the names).
+
+    Example:
+        >>> model_class("nade")
+        <class 'ppdgm.models.nade.NADE'>
+    """
+    cls = MODELS.get(str(name).lower())
+    if cls is None:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
+    return cls

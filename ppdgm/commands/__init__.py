@@ -6,8 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ppdgm.commands import bn, demo, independence
+from ppdgm.commands import autoregressive, bn, demo, independence
 
 __all__ = ["COMMANDS"]
 
-COMMANDS: list[Callable[[Any], None]] = [bn.register, demo.register, independence.register]
+COMMANDS: list[Callable[[Any], None]] = [
+    bn.register,
+    demo.register,
+    independence.register,
+    autoregressive.register,
+]

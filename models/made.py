@@ -1,0 +1,214 @@
+r"""The masked autoencoder for distribution estimation, with an ensemble of masks."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ppdgm.autoregressive import Autoregressive, Chain, seeded, walk
+from ppdgm.nn import MaskedLinear, connectivity, made_degrees, made_masks
+
+__all__ = ["MADE", "ORDERINGS"]
+
+#: ``natural``: ``x_0, x_1, ...`` for every mask; ``random``: one random ordering shared by every
+#: mask; ``agnostic``: a new random ordering for each mask (order-agnostic training).
+ORDERINGS = ("natural", "random", "agnostic")
+
+
+class MADE(Autoregressive):
+    r"""Masked autoencoder for distribution estimation over ``dim`` binary variables (Germain et
+    al., 2015): a ReLU network whose masked weights make output ``i`` the logit of
+    ``p(x_{o_t} = 1 | x_{o_<t})``; every conditional comes out of one pass.
+
+    With ``num_masks = K > 1`` the model keeps ``K`` masks, each with its own hidden degrees
+    (connectivity-agnostic) and, with ``ordering="agnostic"``, its own ordering (order-agnostic).
+    Training visits them in turn, one per minibatch (:meth:`training_loss`), and the density is
+    the ensemble, an equal mixture of the ``K`` autoregressive models:
+
+    .. math::
+
+        p(x) = \frac1K \sum_{k=1}^K p_k(x), \qquad
+        \log p(x) = \operatorname{logsumexp}_k \log p_k(x) - \log K.
+
+    As a Pyro program (``model``), one mask is the chain rule over the variables (sites
+    ``x_0``, ...); an ensemble first draws a latent ``mask`` per row, then ``x@0, x@1, ...``, the
+    variables in that mask's order (``x@t`` is the ``t``-th variable of the row's ordering), so
+    enumerating ``mask`` gives the ensemble's ``log p(x)``.
+
+    Arguments:
+        dim: the number of binary variables.
+        hidden_dims: the widths of the hidden layers.
+        num_masks: ``K``, the masks of the ensemble.
+        ordering: one of :data:`ORDERINGS`.
+        seed: the random source of the orderings and hidden degrees, so that the same
+            arguments build the same masks.
+
+    Example:
+        >>> model = MADE(4, [16], num_masks=2, ordering="agnostic")
+        >>> x = torch.tensor([[0.0, 1.0, 1.0, 0.0]])
+        >>> bool(torch.isclose(model.log_prob(x), torch.logsumexp(torch.stack(
+        ...     [model.log_prob(x, mask=k) for k in range(2)]), 0) - math.log(2)))
+        True
+
+    References:
+        Germain, M., Gregor, K., Murray, I. and Larochelle, H. (2015). MADE: masked autoencoder
+        for distribution estimation. ICML.
+    """
+
+    orders: Tensor
+    _formula = "unmasked weights + biases"
+
+    def __init__(
+        self,
+        dim: int,
+        hidden_dims: int | Sequence[int],
+        num_masks: int = 1,
+        *,
+        ordering: str = "natural",
+        seed: int = 0,
+    ) -> None:
+        super().__init__(dim)
+        hidden = [hidden_dims] if isinstance(hidden_dims, int) else list(hidden_dims)
+        if not hidden or any(
+            isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden
+        ):
+            raise ValueError(f"hidden_dims must be positive integers, got {hidden_dims!r}")
+        if isinstance(num_masks, bool) or not isinstance(num_masks, int) or num_masks < 1:
+            raise ValueError(f"num_masks must be a positive integer, got {num_masks!r}")
+        if ordering not in ORDERINGS:
+            raise ValueError(f"unknown ordering {ordering!r}; choose one of {', '.join(ORDERINGS)}")
+        self._config = {
+            "dim": dim,
+            "hidden_dims": hidden,
+            "num_masks": num_masks,
+            "ordering": ordering,
+            "seed": seed,
+        }
+        self.num_masks = num_masks
+        generator = torch.Generator().manual_seed(seed)
+        shared = torch.randperm(dim, generator=generator)
+        orders, layer_masks = [], []
+        for _ in range(num_masks):
+            order = {
+                "natural": torch.arange(dim),
+                "random": shared,
+                "agnostic": torch.randperm(dim, generator=generator),
+            }[ordering]
+            orders.append(order)
+            layer_masks.append(made_masks(made_degrees(order, hidden, generator)))
+        self.register_buffer("orders", torch.stack(orders))
+        self.order = self.orders[0].clone()
+        widths = [dim, *hidden, dim]
+        self.layers = nn.ModuleList(
+            MaskedLinear(w_in, w_out, torch.stack([m[layer] for m in layer_masks]))
+            for layer, (w_in, w_out) in enumerate(itertools.pairwise(widths))
+        )
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(layer.num_parameters for layer in self.layers)
+
+    def connectivity(self, mask: int = 0) -> Tensor:
+        """``[dim, dim]`` booleans: ``[i, j]`` when the logit of ``x_i`` depends on ``x_j``
+        through some path of unmasked weights (only if ``x_j`` comes earlier in the ordering)."""
+        return connectivity([layer.masks[mask] for layer in self.layers])
+
+    def logits(self, x: Tensor, mask: int = 0) -> Tensor:
+        """``[..., dim]`` logits: entry ``i`` is that of ``p(x_i = 1 | earlier variables)``
+        under mask ``mask``, in one pass."""
+        h = x
+        for layer in self.layers[:-1]:
+            h = F.relu(layer(h, mask))
+        return self.layers[-1](h, mask)
+
+    def log_prob(self, x: Tensor, mask: int | None = None) -> Tensor:
+        """``log p(x)`` of each row of binary ``[N, dim]`` data, exactly: ``[N]``.
+
+        Arguments:
+            x: the data.
+            mask: the mask whose model to evaluate; None: the ensemble of every mask.
+        """
+        x = self.check(x)
+        if mask is not None or self.num_masks == 1:
+            return self._log_prob(x, mask or 0)
+        each = torch.stack([self._log_prob(x, k) for k in range(self.num_masks)])
+        return torch.logsumexp(each, 0) - math.log(self.num_masks)
+
+    def _log_prob(self, x: Tensor, mask: int) -> Tensor:
+        logits = self.logits(x, mask)
+        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+
+    def training_loss(self, x: Tensor, step: int) -> Tensor:
+        """``-mean log p_k(x)`` with mask ``k = step mod K``: the masks in turn, one per
+        minibatch, as in the paper's connectivity- and order-agnostic training."""
+        return -self.log_prob(x, mask=step % self.num_masks).mean()
+
+    def sample(self, n: int, seed: int | None = None) -> Tensor:
+        """``n`` draws from the ensemble: each draw's mask is uniform over the ``K`` masks, then
+        its variables are drawn one at a time in that mask's order."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        with torch.no_grad(), seeded(seed):
+            if self.num_masks == 1:
+                return self._sample(n, order=self.orders[0], mask=0)
+            masks = torch.randint(self.num_masks, (n,))
+            x = torch.empty(n, self.dim, dtype=self.dtype, device=self.orders.device)
+            for k in range(self.num_masks):
+                rows = (masks == k).nonzero().squeeze(-1)
+                x[rows] = self._sample(len(rows), order=self.orders[k], mask=k)
+            return x
+
+    def _conditionals(self, shape: tuple[int, ...], mask: int = 0) -> Chain:
+        reaches = self.connectivity(mask).tolist()
+        zero = torch.zeros(shape, dtype=self.dtype, device=self.orders.device)
+        columns: list[Tensor | None] = [None] * self.dim
+        for i in self.orders[mask].tolist():
+            # only the inputs connected to output i, so that provenance gives MADE's own graph
+            inputs = [
+                column if column is not None and reaches[i][j] else zero
+                for j, column in enumerate(columns)
+            ]
+            x = torch.stack(torch.broadcast_tensors(*inputs), -1)
+            columns[i] = yield dist.Bernoulli(logits=self.logits(x, mask)[..., i])
+
+    def model(self, x: Tensor) -> None:
+        """The model as a Pyro program (see the class description): the chain rule for one
+        mask, a latent ``mask`` then the chain rule in its order for an ensemble."""
+        if self.num_masks == 1:
+            return super().model(x)
+        x = self.check(x)
+        rows = torch.arange(x.shape[0], device=x.device)
+        with pyro.plate("data", x.shape[0]):
+            mask = pyro.sample("mask", dist.Categorical(logits=x.new_zeros(self.num_masks)))
+            walk(
+                self._ensemble_conditionals(mask, x.new_zeros(())),
+                lambda t, d: pyro.sample(f"x@{t}", d, obs=x[rows, self.orders[mask, t]]),
+            )
+        return None
+
+    def _ensemble_conditionals(self, mask: Tensor, zero: Tensor) -> Chain:
+        values: list[Tensor] = []
+        for t in range(self.dim):
+            variable = self.orders[mask, t]  # the variable each row's mask puts at step t
+            if values:
+                shape = torch.broadcast_shapes(mask.shape, *(v.shape for v in values))
+                index = self.orders[mask, :t].expand(*shape, t)
+                earlier = torch.stack([v.expand(shape) for v in values], -1)
+                x = zero.expand(*shape, self.dim).scatter(-1, index, earlier)
+            else:
+                shape = mask.shape
+                x = zero.expand(*shape, self.dim)
+            logits = torch.stack([self.logits(x, k) for k in range(self.num_masks)])
+            logits = logits.gather(
+                0, mask.expand(shape)[None, ..., None].expand(1, *shape, self.dim)
+            )
+            logit = logits[0].gather(-1, variable.expand(shape)[..., None])[..., 0]
+            value = yield dist.Bernoulli(logits=logit)
+            values.append(value)

@@ -1,0 +1,319 @@
+"""Datasets: binarized MNIST (``.amat`` files), scikit-learn's digits, synthetic binary data, and
+seeded batches for training.
+
+Nothing here downloads unless :func:`download` is called; loaders take a path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
+
+__all__ = [
+    "BINARIZED_MNIST_URL",
+    "DATASETS",
+    "SPLITS",
+    "BernoulliMixture",
+    "batches",
+    "dataloader",
+    "download",
+    "load",
+    "load_binarized_mnist",
+    "load_digits",
+    "read_amat",
+    "write_amat",
+]
+
+#: Where Hugo Larochelle publishes the statically binarized MNIST of Salakhutdinov and Murray.
+BINARIZED_MNIST_URL = (
+    "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
+    "binarized_mnist_{split}.amat"
+)
+SPLITS = ("train", "valid", "test")
+#: The names :func:`load` knows, as the command line spells them.
+DATASETS = ("binarized-mnist", "digits")
+
+_ALLOWED = np.zeros(256, dtype=bool)
+_ALLOWED[list(b"01 \t\r\n")] = True
+
+
+def read_amat(path: str | os.PathLike[str], dim: int | None = None) -> Tensor:
+    """Reads an ``.amat`` file of binary rows: one row per line, values ``0``/``1`` separated by
+    white space. Empty lines at the end are ignored.
+
+    Arguments:
+        path: the file.
+        dim: the values each line must hold; None: as many as the first line.
+
+    Returns:
+        ``[N, dim]`` float32 tensor of 0 and 1.
+
+    Raises:
+        FileNotFoundError: if there is no such file.
+        ValueError: naming the line at fault: a value other than 0 and 1, or a line with another
+            number of values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    digit = (raw == ord("0")) | (raw == ord("1"))
+    # a value is one digit between white space: any other byte, or two digits in a row, is not
+    bad = ~_ALLOWED[raw]
+    bad[1:] |= digit[1:] & digit[:-1]
+    if bad.any():
+        at = int(bad.argmax())
+        line = int((raw[:at] == ord("\n")).sum()) + 1
+        start = raw[:at].tobytes().rfind(b"\n") + 1
+        token = raw[start:].tobytes().split(b"\n")[0].decode("utf-8", "replace")
+        token = next((t for t in token.split() if t not in ("0", "1")), token.strip())
+        raise ValueError(f"{path}, line {line}: value {token[:20]!r} is not 0 or 1")
+    ends = np.flatnonzero(raw == ord("\n"))
+    if len(raw) and raw[-1] != ord("\n"):
+        ends = np.append(ends, len(raw))
+    before = np.concatenate([[0], np.cumsum(digit)])  # before[i]: values in raw[:i]
+    counts = np.diff(np.concatenate([[0], before[ends]])).astype(np.int64)
+    last = len(counts)
+    while last and counts[last - 1] == 0:  # trailing empty lines
+        last -= 1
+    counts = counts[:last]
+    if not last:
+        raise ValueError(f"{path} holds no rows")
+    dim = int(counts[0]) if dim is None else dim
+    if dim == 0:
+        raise ValueError(f"{path}, line 1: no values")
+    wrong = np.flatnonzero(counts != dim)
+    if len(wrong):
+        raise ValueError(
+            f"{path}, line {int(wrong[0]) + 1}: {int(counts[wrong[0]])} values, expected {dim}"
+        )
+    values = raw[digit] - ord("0")
+    return torch.from_numpy(values.reshape(last, dim).astype(np.float32))
+
+
+def write_amat(path: str | os.PathLike[str], x: Tensor) -> None:
+    """Writes binary ``[N, D]`` data as an ``.amat`` file (atomically: a temporary file is
+    renamed over ``path``).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     write_amat(f"{d}/x.amat", torch.tensor([[0.0, 1.0], [1.0, 1.0]]))
+        ...     read_amat(f"{d}/x.amat")
+        tensor([[0., 1.],
+                [1., 1.]])
+    """
+    x = torch.as_tensor(x)
+    if x.dim() != 2 or bool(((x != 0) & (x != 1)).any()):
+        raise ValueError(f"expected [N, D] data of 0 and 1, got shape {tuple(x.shape)}")
+    text = "\n".join(" ".join(map(str, row)) for row in x.to(torch.int64).tolist()) + "\n"
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def load_binarized_mnist(directory: str | os.PathLike[str], split: str = "train") -> Tensor:
+    """One split of statically binarized MNIST, ``[N, 784]`` float32, from
+    ``binarized_mnist_{split}.amat`` in ``directory`` (rows in the file's order).
+
+    Raises:
+        ValueError: for an unknown split or a malformed file.
+        FileNotFoundError: if the file is missing (the message says how to get it).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    path = Path(directory) / f"binarized_mnist_{split}.amat"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no binarized MNIST {split} split at {path}; ppdgm.data.download({str(directory)!r}) "
+            "fetches the files"
+        )
+    return read_amat(path, dim=784)
+
+
+def download(
+    directory: str | os.PathLike[str],
+    splits: tuple[str, ...] = SPLITS,
+    *,
+    url: str = BINARIZED_MNIST_URL,
+    opener: Callable[[str], Any] = urllib.request.urlopen,
+) -> list[Path]:
+    """Downloads the binarized MNIST ``.amat`` files that ``directory`` lacks; returns the paths.
+
+    Each file is checked (:func:`read_amat`) before it is moved into place, so a failed or
+    corrupt download leaves nothing behind.
+
+    Arguments:
+        directory: where the files go (created if needed).
+        splits: which of ``train``, ``valid``, ``test``.
+        url: the address of each file, ``{split}`` standing for the split.
+        opener: opens an address and returns a readable binary response.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for split in splits:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        path = directory / f"binarized_mnist_{split}.amat"
+        if not path.is_file():
+            tmp = path.with_name(path.name + ".part")
+            try:
+                with opener(url.format(split=split)) as response, tmp.open("wb") as out:
+                    shutil.copyfileobj(response, out)
+                read_amat(tmp, dim=784)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        paths.append(path)
+    return paths
+
+
+def load_digits(
+    split: str = "all", *, binary: bool = True, threshold: int = 8, seed: int = 0
+) -> Tensor:
+    """scikit-learn's bundled 8x8 digits (1,797 images, no download), ``[N, 64]`` float32.
+
+    Arguments:
+        split: ``all``, or ``train`` (1,397 images), ``valid`` (200) or ``test`` (200) of a
+            shuffle fixed by ``seed``.
+        binary: 1 where a pixel is at least ``threshold``, else 0; False: the 17 gray levels
+            ``0..16`` as they are.
+        threshold: the binarization threshold, in ``1..16``.
+        seed: the shuffle of the split.
+
+    Example:
+        >>> x = load_digits("valid")
+        >>> x.shape, sorted(x.unique().tolist())
+        (torch.Size([200, 64]), [0.0, 1.0])
+        >>> load_digits(binary=False).unique().numel()
+        17
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    if not 1 <= threshold <= 16:
+        raise ValueError(f"threshold must be in 1..16, got {threshold}")
+    x = torch.from_numpy(sklearn_digits().data.astype(np.float32))
+    if binary:
+        x = (x >= threshold).to(torch.float32)
+    if split == "all":
+        return x
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    parts = {"test": order[:200], "valid": order[200:400], "train": order[400:]}
+    if split not in parts:
+        raise ValueError(f"unknown split {split!r}; choose one of all, {', '.join(SPLITS)}")
+    return x[parts[split]]
+
+
+def load(name: str, split: str, data_dir: str | os.PathLike[str] | None = None) -> Tensor:
+    """A dataset of :data:`DATASETS` by name: ``binarized-mnist`` (needs ``data_dir``) or
+    ``digits`` (binarized at 8).
+
+    Raises:
+        ValueError: for an unknown name or split, or binarized MNIST without ``data_dir``.
+    """
+    if name == "binarized-mnist":
+        if data_dir is None:
+            raise ValueError("binarized-mnist needs the folder of its .amat files (--data-dir)")
+        return load_binarized_mnist(data_dir, split)
+    if name == "digits":
+        return load_digits(split)
+    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+def batches(
+    x: Tensor, batch_size: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0
+) -> Iterator[Tensor]:
+    """Minibatches of the rows of ``x``, shuffled by a permutation that depends only on
+    ``(seed, epoch)``, so that an epoch can be replayed (resumed) exactly.
+
+    Example:
+        >>> x = torch.arange(5.0)[:, None]
+        >>> [b.squeeze(1).tolist() for b in batches(x, 2, seed=0)]
+        [[4.0, 0.0], [1.0, 3.0], [2.0]]
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    if shuffle:
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        index = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), batch_size):
+            yield x[index[start : start + batch_size]]
+    else:
+        yield from x.split(batch_size)
+
+
+def dataloader(
+    x: Tensor, batch_size: int, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False
+) -> DataLoader:
+    """A torch ``DataLoader`` over a ``TensorDataset`` of ``x`` yielding ``(batch,)`` tuples,
+    shuffled by a generator seeded with ``seed`` (the order of each epoch follows from the seed
+    and the epoch's rank; a new loader with the same seed repeats it).
+
+    Example:
+        >>> loader = dataloader(torch.arange(4.0)[:, None], 2, seed=0)
+        >>> [b.squeeze(1).tolist() for (b,) in loader] == [b.squeeze(1).tolist() for (b,) in
+        ...     dataloader(torch.arange(4.0)[:, None], 2, seed=0)]
+        True
+    """
+    dataset = TensorDataset(x)
+    generator = torch.Generator().manual_seed(seed)
+    sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    # whole batches by fancy indexing, not row by row and collated
+    return DataLoader(
+        dataset, sampler=BatchSampler(sampler, batch_size, drop_last), batch_size=None
+    )
+
+
+class BernoulliMixture:
+    """Synthetic binary data with a known density: a mixture of ``components`` products of
+    Bernoullis with random weights and probabilities drawn from ``seed``.
+
+    Example:
+        >>> truth = BernoulliMixture(dim=6, components=3, seed=0)
+        >>> x = truth.sample(1000, seed=1)
+        >>> x.shape, bool(truth.log_prob(x).exp().le(1).all())
+        (torch.Size([1000, 6]), True)
+    """
+
+    def __init__(self, dim: int, components: int = 4, seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.dim = dim
+        f64 = {"generator": generator, "dtype": torch.float64}
+        self.log_weights = torch.log_softmax(torch.randn(components, **f64), 0)
+        # probabilities near 0 or 1, so that the data have structure to learn
+        probs = torch.rand(components, dim, **f64).mul(0.8).add(0.1)
+        near_zero = torch.rand(components, dim, **f64) < 0.5
+        self.probs = torch.where(near_zero, probs**3, 1 - (1 - probs) ** 3)
+
+    def sample(self, n: int, seed: int | None = None) -> Tensor:
+        """``[n, dim]`` float32 draws."""
+        generator = torch.Generator()
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+        k = torch.multinomial(self.log_weights.exp(), n, replacement=True, generator=generator)
+        return torch.bernoulli(self.probs[k], generator=generator).float()
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Exact ``log p(x)`` of each row, float64."""
+        x = torch.as_tensor(x, dtype=torch.float64)[:, None, :]
+        log_px = (x * self.probs.log() + (1 - x) * (1 - self.probs).log()).sum(-1)
+        return torch.logsumexp(self.log_weights + log_px, -1)

@@ -1,0 +1,111 @@
+"""Pictures of training: learning curves and grids of samples, as PNG files.
+
+Drawn on matplotlib's Agg canvas directly (no ``pyplot``, no global backend switch), so they work
+without a display and leave the caller's matplotlib state alone.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+__all__ = ["image_shape", "save_learning_curves", "save_sample_grid"]
+
+
+def _figure(width: float, height: float) -> Any:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - matplotlib is a dependency of the docs extra
+        raise ValueError("drawing needs matplotlib: pip install matplotlib") from None
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Any, path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.png")
+    try:
+        figure.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def image_shape(dim: int) -> tuple[int, int]:
+    """``(side, side)`` for a square number of pixels, else one row of ``dim``.
+
+    Example:
+        >>> image_shape(784), image_shape(10)
+        ((28, 28), (1, 10))
+    """
+    side = math.isqrt(dim)
+    return (side, side) if side * side == dim else (1, dim)
+
+
+def save_sample_grid(
+    x: Tensor,
+    path: str | os.PathLike[str],
+    *,
+    shape: tuple[int, int] | None = None,
+    columns: int | None = None,
+    title: str | None = None,
+) -> Path:
+    """Draws the rows of ``[n, D]`` data as a grid of gray images into a PNG file.
+
+    Arguments:
+        x: the images, one per row (values shown from their minimum, black, to maximum, white).
+        path: the PNG file (written atomically).
+        shape: the height and width of an image; None: :func:`image_shape`.
+        columns: images per row of the grid; None: about ``sqrt(n)``.
+        title: a line above the grid.
+    """
+    x = x.detach().cpu().float()
+    n, dim = x.shape
+    height, width = shape or image_shape(dim)
+    columns = columns or max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / columns))
+    grid = x.new_full((rows * (height + 1) + 1, columns * (width + 1) + 1), float(x.min()))
+    for k in range(n):
+        r, c = divmod(k, columns)
+        top, left = 1 + r * (height + 1), 1 + c * (width + 1)
+        grid[top : top + height, left : left + width] = x[k].reshape(height, width)
+    scale = 6.0 / max(grid.shape)
+    figure = _figure(grid.shape[1] * scale + 0.2, grid.shape[0] * scale + (0.5 if title else 0.2))
+    axes = figure.add_axes((0.0, 0.0, 1.0, 0.92 if title else 1.0))
+    axes.imshow(grid.numpy(), cmap="gray", interpolation="nearest")
+    axes.set_axis_off()
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return _save(figure, path)
+
+
+def save_learning_curves(
+    history: Sequence[dict[str, Any]], path: str | os.PathLike[str], *, title: str | None = None
+) -> Path:
+    """Draws the training loss and the validation NLL of each epoch (``history`` entries with
+    ``epoch``, ``train_loss`` and, where there is validation data, ``valid_nll``)."""
+    figure = _figure(6.0, 4.0)
+    axes = figure.add_subplot()
+    epochs = [h["epoch"] for h in history]
+    axes.plot(epochs, [h["train_loss"] for h in history], "o-", label="training loss")
+    valid = [(h["epoch"], h["valid_nll"]) for h in history if h.get("valid_nll") is not None]
+    if valid:
+        axes.plot(*zip(*valid, strict=True), "s-", label="validation NLL")
+        best = min(valid, key=lambda item: item[1])
+        axes.axvline(best[0], color="gray", linestyle=":", label=f"best, epoch {best[0]}")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("nats per example")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    if title:
+        axes.set_title(title)
+    figure.tight_layout()
+    return _save(figure, path)

@@ -1,0 +1,321 @@
+"""One training loop for density models: minibatches, Adam, validation every epoch, early
+stopping, checkpoints, resumption, a progress bar, a metrics file and pictures.
+
+The loop minimizes an *objective*, a function ``(model, batch, step) -> loss``. The default,
+:func:`maximum_likelihood`, is ``-mean log p(batch)``; an SVI loss fits the same slot, e.g.
+``lambda m, x, step: Trace_ELBO().differentiable_loss(m.model, m.guide, x) / len(x)``.
+
+Determinism: the shuffle of each epoch and torch's random stream during it are seeded from
+``(seed, epoch)``, so a run resumed from the checkpoint of its last finished epoch reaches the
+same parameters as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ppdgm.checkpoint import load_model, model_spec, read_checkpoint, save_checkpoint
+from ppdgm.data import batches
+from ppdgm.plots import save_learning_curves, save_sample_grid
+
+__all__ = ["FitResult", "Objective", "evaluate", "fit", "maximum_likelihood", "retain_freed_memory"]
+
+Objective = Callable[[nn.Module, Tensor, int], Tensor]
+
+
+def retain_freed_memory() -> bool:
+    """Asks glibc to keep freed large blocks for reuse instead of unmapping them, for the whole
+    process; returns whether it could.
+
+    By default every block above a few megabytes is returned to the system when freed, so a
+    training step whose large temporaries (NADE's ``N x n x d`` hidden states) are freed and
+    allocated again faults all their pages in anew: on a CPU that made NADE(784, 500) steps
+    about 3x slower. The price is a process that keeps its peak memory. Programs (``ppdgm fit``,
+    the benchmarks) call this; a library should not, so :func:`fit` does not.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(
+            libc.mallopt(m_mmap_threshold, 2**31 - 1) and libc.mallopt(m_trim_threshold, 2**31 - 1)
+        )
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
+def maximum_likelihood(model: nn.Module, batch: Tensor, step: int) -> Tensor:
+    """``-mean log p(batch)``: the model's ``training_loss(batch, step)`` where it has one (MADE
+    picks the mask of the step there), else ``-model.log_prob(batch).mean()``."""
+    training_loss = getattr(model, "training_loss", None)
+    if training_loss is not None:
+        return training_loss(batch, step)
+    return -model.log_prob(batch).mean()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, batch_size: int = 100) -> dict[str, float]:
+    """The mean negative log-likelihood of the rows of ``x``, in nats and in bits per dimension.
+
+    Example:
+        >>> from ppdgm.models import FVSBN
+        >>> model = FVSBN(4)
+        >>> torch.nn.init.zeros_(model.weight)  # the uniform distribution: 4 bits
+        Parameter containing: ...
+        >>> evaluate(model, torch.ones(3, 4))
+        {'rows': 3, 'nll': 2.772588..., 'bits_per_dim': 1.0}
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        total = sum(float(model.log_prob(chunk).double().sum()) for chunk in x.split(batch_size))
+    finally:
+        model.train(was_training)
+    nll = -total / max(len(x), 1)
+    return {"rows": len(x), "nll": nll, "bits_per_dim": nll / (x.shape[1] * math.log(2))}
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` did.
+
+    Attributes:
+        history: one entry per finished epoch (``epoch``, ``train_loss``, ``valid_nll``,
+            ``valid_bits_per_dim``, ``seconds``, ``best``).
+        best_epoch: the epoch of the lowest validation NLL (the last epoch without validation
+            data); its weights are in the model when :func:`fit` returns.
+        best_valid_nll: that NLL, or None.
+        stopped_early: whether early stopping ended the run.
+        seconds: training time of the epochs run by this call.
+        out_dir: where checkpoints, metrics and pictures went, or None.
+    """
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_valid_nll: float | None = None
+    stopped_early: bool = False
+    seconds: float = 0.0
+    out_dir: Path | None = None
+
+
+def fit(
+    model: nn.Module,
+    train: Tensor,
+    valid: Tensor | None = None,
+    *,
+    epochs: int = 10,
+    batch_size: int = 100,
+    lr: float = 1e-3,
+    patience: int | None = None,
+    max_seconds: float | None = None,
+    seed: int = 0,
+    objective: Objective = maximum_likelihood,
+    out_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    plots: bool = True,
+    data: dict[str, Any] | None = None,
+) -> FitResult:
+    """Trains ``model`` by minimizing ``objective`` over minibatches of ``train`` with Adam.
+
+    Every epoch: a pass over ``train`` shuffled by ``(seed, epoch)``, then the validation NLL
+    (:func:`evaluate`); a lower one saves ``best.pt``; ``last.pt`` (for ``resume``) and one line
+    of ``metrics.jsonl`` are written after every epoch. At the end the best weights are loaded
+    into the model, and ``learning_curves.png`` and ``samples.png`` are drawn.
+
+    Arguments:
+        model: a module with ``log_prob`` (and ``training_loss``, ``sample``, ``check`` where
+            it has them).
+        train, valid: ``[N, D]`` data; ``valid`` None: no validation or early stopping.
+        epochs: the epoch to stop after, counting those a resumed run already did.
+        batch_size, lr: minibatch size and Adam's learning rate.
+        patience: stop after this many epochs without a lower validation NLL; None: never.
+        max_seconds: stop after the epoch during which this much training time (in this call)
+            has passed; None: no limit.
+        seed: the seed of the shuffles and of torch's random stream during training.
+        objective: the loss of a minibatch, ``(model, batch, step) -> Tensor``.
+        out_dir: the folder of checkpoints, metrics and pictures; None: keep nothing.
+        resume: continue the run whose ``last.pt`` is in ``out_dir``.
+        overwrite: start afresh even if ``out_dir`` holds a run.
+        progress: show a tqdm bar with the loss and the validation NLL.
+        plots: draw the pictures (needs ``out_dir``).
+        data: a description of the data, kept in the checkpoints (``ppdgm evaluate`` uses it).
+
+    Raises:
+        ValueError: for bad settings or data (see the model's ``check``), a ``resume`` whose
+            checkpoint is of another model or other settings, an ``out_dir`` holding a run
+            without ``resume`` or ``overwrite``, or a loss that is not finite.
+        FileNotFoundError: for ``resume`` without ``out_dir/last.pt``.
+    """
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
+    if patience is not None and valid is None:
+        raise ValueError("early stopping (patience) needs validation data")
+    check = getattr(model, "check", lambda x: x)
+    train = check(train)
+    valid = check(valid) if valid is not None else None
+    if len(train) == 0:
+        raise ValueError("no training data")
+    out = Path(out_dir) if out_dir is not None else None
+    settings = {"seed": seed, "batch_size": batch_size, "lr": lr}
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    state: dict[str, Any] = {"history": [], "best": math.inf, "best_epoch": None, "bad": 0}
+    best_state = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            state, best_state = _resume(model, optimizer, out, settings)
+            _rewrite_metrics(out / "metrics.jsonl", state["history"])
+        elif (out / "last.pt").exists() and not overwrite:
+            raise ValueError(
+                f"{out} holds a run already; resume it (--resume) or start over (--overwrite)"
+            )
+        else:
+            _rewrite_metrics(out / "metrics.jsonl", [])
+    elif resume:
+        raise ValueError("resume needs out_dir, the folder of the run to continue")
+
+    history: list[dict[str, Any]] = state["history"]
+    start = len(history)
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    stopped = patience is not None and state["bad"] >= patience
+    bar = tqdm(
+        total=epochs * steps_per_epoch,
+        initial=min(start, epochs) * steps_per_epoch,
+        disable=not progress,
+        unit="batch",
+        dynamic_ncols=True,
+    )
+    began = time.perf_counter()
+    with torch.random.fork_rng(devices=[]), bar:
+        for epoch in range(start, epochs):
+            if stopped:
+                break
+            torch.manual_seed(seed * 1_000_003 + epoch)
+            tick = time.perf_counter()
+            model.train()
+            total = torch.zeros((), dtype=torch.float64)
+            bar.set_description(f"epoch {epoch + 1}/{epochs}")
+            for b, batch in enumerate(batches(train, batch_size, seed=seed, epoch=epoch)):
+                step = epoch * steps_per_epoch + b
+                loss = objective(model, batch, step)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.detach() * len(batch)
+                bar.update()
+                if b % 20 == 0:
+                    _check_finite(loss, epoch, step)
+                    bar.set_postfix(_postfix(float(loss.detach()), history), refresh=False)
+            entry: dict[str, Any] = {"epoch": epoch + 1, "train_loss": float(total) / len(train)}
+            _check_finite(torch.tensor(entry["train_loss"]), epoch, step)
+            if valid is not None:
+                scores = evaluate(model, valid, batch_size=batch_size)
+                entry["valid_nll"] = scores["nll"]
+                entry["valid_bits_per_dim"] = scores["bits_per_dim"]
+            score = entry.get("valid_nll", -float(epoch))  # no validation: the latest is best
+            entry["best"] = score < state["best"]
+            if entry["best"]:
+                state.update(best=score, best_epoch=epoch + 1, bad=0)
+                if valid is not None:  # without, the best is the latest: no copy needed
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                state["bad"] += 1
+            entry["seconds"] = time.perf_counter() - tick
+            history.append(entry)
+            bar.set_postfix(_postfix(entry["train_loss"], history), refresh=True)
+            if out is not None:
+                extra = {"data": data or {}, "settings": settings, "epoch": epoch + 1}
+                if entry["best"]:
+                    save_checkpoint(out / "best.pt", model, **extra)
+                with (out / "metrics.jsonl").open("a") as f:
+                    f.write(json.dumps(entry) + "\n")
+                save_checkpoint(
+                    out / "last.pt",
+                    model,
+                    **extra,
+                    optimizer=optimizer.state_dict(),
+                    history=history,
+                    state={k: v for k, v in state.items() if k != "history"},
+                )
+            stopped = patience is not None and state["bad"] >= patience
+            if max_seconds is not None and time.perf_counter() - began >= max_seconds:
+                break
+    seconds = time.perf_counter() - began
+    if valid is not None and best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    if out is not None and plots and history:
+        name = type(model).__name__
+        save_learning_curves(history, out / "learning_curves.png", title=name)
+        if hasattr(model, "sample"):
+            save_sample_grid(model.sample(64, seed=seed), out / "samples.png", title=name)
+    has_valid = valid is not None and state["best_epoch"] is not None
+    return FitResult(
+        history=history,
+        best_epoch=state["best_epoch"],
+        best_valid_nll=state["best"] if has_valid else None,
+        stopped_early=stopped and len(history) < epochs,
+        seconds=seconds,
+        out_dir=out,
+    )
+
+
+def _resume(
+    model: nn.Module, optimizer: torch.optim.Optimizer, out: Path, settings: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Tensor] | None]:
+    checkpoint = read_checkpoint(out / "last.pt")
+    spec, mine = checkpoint["model"], model_spec(model)
+    if (spec.get("name"), spec.get("config")) != (mine["name"], mine["config"]):
+        raise ValueError(
+            f"{out / 'last.pt'} is a checkpoint of {spec.get('name')} {spec.get('config')}, "
+            f"not of the {mine['name']} {mine['config']} being trained"
+        )
+    if checkpoint.get("settings") != settings:
+        raise ValueError(
+            f"{out / 'last.pt'} was trained with {checkpoint.get('settings')}, not {settings}; "
+            "resume with the same seed, batch size and learning rate"
+        )
+    model.load_state_dict(checkpoint["state_dict"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    state = {**checkpoint["state"], "history": list(checkpoint["history"])}
+    best_state = None
+    if (out / "best.pt").exists():
+        best_state = load_model(out / "best.pt", expect=type(model))[0].state_dict()
+    return state, best_state
+
+
+def _rewrite_metrics(path: Path, history: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(entry) + "\n" for entry in history))
+    os.replace(tmp, path)
+
+
+def _check_finite(loss: Tensor, epoch: int, step: int) -> None:
+    if not bool(torch.isfinite(loss)):
+        raise ValueError(
+            f"the loss is {float(loss.detach())} at epoch {epoch + 1} (step {step}); "
+            "try a lower learning rate"
+        )
+
+
+def _postfix(loss: float, history: list[dict[str, Any]]) -> dict[str, str]:
+    postfix = {"loss": f"{loss:.3f}"}
+    if history and history[-1].get("valid_nll") is not None:
+        postfix["valid NLL"] = f"{history[-1]['valid_nll']:.3f}"
+    return postfix

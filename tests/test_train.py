@@ -1,0 +1,354 @@
+"""ppdgm.train, ppdgm.checkpoint and the fit/sample/evaluate commands: learning a known density,
+interrupted-and-resumed runs against uninterrupted ones, early stopping, checkpoints of other
+models or from other sources, and the command line."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from ppdgm.checkpoint import load_model, read_checkpoint, save_checkpoint
+from ppdgm.cli import main
+from ppdgm.commands.autoregressive import demo_section
+from ppdgm.data import BernoulliMixture, load_digits, write_amat
+from ppdgm.estimate import LogLikelihood
+from ppdgm.models import FVSBN, MADE, NADE
+from ppdgm.train import evaluate, fit
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one thread is as fast, and does not wait on a busy second core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> tuple[BernoulliMixture, torch.Tensor, torch.Tensor]:
+    truth = BernoulliMixture(dim=10, components=3, seed=0)
+    return truth, truth.sample(2000, seed=1), truth.sample(1000, seed=2)
+
+
+def parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# ------------------------------------------------------------------------------ learning
+def test_fit_learns_a_known_density(synthetic, tmp_path: Path) -> None:
+    truth, train, valid = synthetic
+    entropy = -float(truth.log_prob(valid).mean())  # the best any model can do, estimated
+    torch.manual_seed(0)
+    model = NADE(10, 16)
+    result = fit(model, train, valid, epochs=15, lr=0.01, out_dir=tmp_path, progress=False)
+    nll = [h["valid_nll"] for h in result.history]
+    assert nll[-1] < nll[0] - 0.5
+    assert entropy - 0.05 < result.best_valid_nll < entropy + 0.15
+    assert result.best_epoch == 1 + min(range(len(nll)), key=nll.__getitem__)
+    assert evaluate(model, valid)["nll"] == pytest.approx(result.best_valid_nll, rel=1e-6)
+    # files: checkpoints, one metrics line per epoch, pictures
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in lines] == list(range(1, 16))
+    assert lines[0].keys() >= {"train_loss", "valid_nll", "valid_bits_per_dim", "seconds", "best"}
+    assert lines[3]["valid_bits_per_dim"] == pytest.approx(lines[3]["valid_nll"] / 10 / math.log(2))
+    for picture in ("learning_curves.png", "samples.png"):
+        assert (tmp_path / picture).read_bytes().startswith(PNG)
+    rebuilt, checkpoint = load_model(tmp_path / "best.pt", expect=NADE)
+    assert rebuilt.config == {"dim": 10, "hidden_dim": 16}
+    assert checkpoint["epoch"] == result.best_epoch
+    torch.testing.assert_close(rebuilt.log_prob(valid), model.log_prob(valid), rtol=0, atol=0)
+    assert not list(tmp_path.glob("*.tmp*")), "no temporary file is left behind"
+
+
+def test_seeded_runs_repeat_and_seeds_differ(synthetic) -> None:
+    _, train, _ = synthetic
+    runs = []
+    for seed in (3, 3, 4):
+        torch.manual_seed(0)
+        model = MADE(10, [12], 2, ordering="agnostic")
+        fit(model, train[:300], epochs=2, batch_size=64, seed=seed, progress=False)
+        runs.append(parameters(model))
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
+
+
+# -------------------------------------------------------------------------------- resume
+class Interrupt:
+    """The maximum-likelihood objective, interrupted (Ctrl-C) at a given step."""
+
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def __call__(self, model: torch.nn.Module, batch: torch.Tensor, step: int) -> torch.Tensor:
+        if step == self.at_step:
+            raise KeyboardInterrupt
+        return model.training_loss(batch, step)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: NADE(10, 8), lambda: MADE(10, [16], 3)], ids=["nade", "made-3masks"]
+)
+def test_interrupted_and_resumed_equals_uninterrupted(synthetic, tmp_path: Path, make) -> None:
+    _, train, valid = synthetic
+    train, valid = train[:500], valid[:200]
+    settings = {"epochs": 4, "batch_size": 64, "lr": 0.01, "seed": 7, "progress": False}
+    torch.manual_seed(0)
+    straight = make()
+    straight_result = fit(straight, train, valid, out_dir=tmp_path / "straight", **settings)
+
+    torch.manual_seed(0)
+    first = make()
+    steps_per_epoch = math.ceil(500 / 64)
+    with pytest.raises(KeyboardInterrupt):  # in the middle of the third epoch
+        fit(
+            first,
+            train,
+            valid,
+            out_dir=tmp_path / "resumed",
+            objective=Interrupt(2 * steps_per_epoch + 3),
+            **settings,
+        )
+    assert read_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 2
+    torch.manual_seed(123)  # a fresh process: other initial weights, which resume replaces
+    second = make()
+    result = fit(second, train, valid, out_dir=tmp_path / "resumed", resume=True, **settings)
+    for name, value in parameters(straight).items():
+        assert torch.equal(value, second.state_dict()[name]), name
+    strip = [{k: v for k, v in e.items() if k != "seconds"} for e in straight_result.history]
+    assert [{k: v for k, v in e.items() if k != "seconds"} for e in result.history] == strip
+    lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+    # resuming a finished run does nothing more
+    again = fit(second, train, valid, out_dir=tmp_path / "resumed", resume=True, **settings)
+    assert len(again.history) == 4 and again.seconds < 1.0
+
+
+def test_resume_refuses_another_model_or_other_settings(synthetic, tmp_path: Path) -> None:
+    _, train, _ = synthetic
+    fit(NADE(10, 8), train[:100], epochs=1, out_dir=tmp_path, progress=False, plots=False)
+    with pytest.raises(ValueError, match=r"is a checkpoint of nade .* not of the made"):
+        fit(MADE(10, [8]), train[:100], epochs=2, out_dir=tmp_path, resume=True, progress=False)
+    with pytest.raises(ValueError, match=r"is a checkpoint of nade \{'dim': 10, 'hidden_dim': 8"):
+        fit(NADE(10, 9), train[:100], epochs=2, out_dir=tmp_path, resume=True, progress=False)
+    with pytest.raises(ValueError, match="resume with the same seed, batch size and learning"):
+        fit(
+            NADE(10, 8),
+            train[:100],
+            epochs=2,
+            lr=0.1,
+            out_dir=tmp_path,
+            resume=True,
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="holds a run already"):
+        fit(NADE(10, 8), train[:100], epochs=2, out_dir=tmp_path, progress=False)
+    fit(
+        NADE(10, 8),
+        train[:100],
+        epochs=1,
+        out_dir=tmp_path,
+        overwrite=True,
+        progress=False,
+        plots=False,
+    )
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        fit(NADE(10, 8), train[:100], out_dir=tmp_path / "empty", resume=True, progress=False)
+
+
+# ------------------------------------------------------------------------ early stopping
+def test_early_stopping_keeps_the_best_epoch(synthetic, tmp_path: Path) -> None:
+    _, train, valid = synthetic
+
+    def unlearn(model: torch.nn.Module, batch: torch.Tensor, step: int) -> torch.Tensor:
+        return model.log_prob(batch).mean()  # a custom objective: here, the wrong way
+
+    torch.manual_seed(0)
+    model = FVSBN(10)
+    result = fit(
+        model,
+        train[:500],
+        valid,
+        epochs=20,
+        patience=2,
+        objective=unlearn,
+        out_dir=tmp_path,
+        progress=False,
+        plots=False,
+    )
+    assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
+    best, _ = load_model(tmp_path / "best.pt")
+    torch.testing.assert_close(model.log_prob(valid), best.log_prob(valid), rtol=0, atol=0)
+    assert evaluate(model, valid)["nll"] == pytest.approx(result.history[0]["valid_nll"])
+
+
+# ---------------------------------------------------------------------------- bad input
+def test_bad_settings_and_data(synthetic) -> None:
+    _, train, _valid = synthetic
+    model = FVSBN(10)
+    cases = [
+        (lambda: fit(model, train * 0.5, progress=False), r"x\[\d+, \d+\] = 0.5"),
+        (lambda: fit(model, train[:, :9], progress=False), r"expects x of shape \[N, 10\]"),
+        (lambda: fit(model, train, epochs=0), "epochs must be a positive integer"),
+        (lambda: fit(model, train, patience=2), "early stopping .* needs validation data"),
+        (lambda: fit(model, train, resume=True, progress=False), "resume needs out_dir"),
+        (
+            lambda: fit(
+                model,
+                train,
+                objective=lambda m, b, s: torch.tensor(math.nan, requires_grad=True),
+                progress=False,
+            ),
+            "the loss is nan at epoch 1",
+        ),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_foreign_and_untrusted_checkpoints(tmp_path: Path) -> None:
+    torch.save(FVSBN(4).state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(ValueError, match="is not a ppdgm checkpoint"):
+        load_model(tmp_path / "weights.pt")
+    with (tmp_path / "evil.pt").open("wb") as f:
+        pickle.dump({"format": "ppdgm-checkpoint/1", "payload": Interrupt(3)}, f)
+    with pytest.raises(ValueError, match="which weights_only loading refuses"):
+        load_model(tmp_path / "evil.pt")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="is not a PyTorch checkpoint"):
+        load_model(tmp_path / "notes.txt")
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        load_model(tmp_path / "missing.pt")
+    save_checkpoint(tmp_path / "made.pt", MADE(4, [8]))
+    with pytest.raises(ValueError, match="holds a MADE checkpoint, not a NADE one"):
+        load_model(tmp_path / "made.pt", expect=NADE)
+    checkpoint = read_checkpoint(tmp_path / "made.pt")
+    checkpoint["model"]["config"]["hidden_dims"] = [9]
+    torch.save(checkpoint, tmp_path / "damaged.pt")
+    with pytest.raises(ValueError, match="the saved weights do not fit the model"):
+        load_model(tmp_path / "damaged.pt")
+    checkpoint["model"]["name"] = "gpt"
+    torch.save(checkpoint, tmp_path / "unknown.pt")
+    with pytest.raises(ValueError, match="unknown model 'gpt'"):
+        load_model(tmp_path / "unknown.pt")
+
+
+# ------------------------------------------------------------------------ command line
+def test_fit_sample_evaluate_from_the_command_line(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    args = [
+        "fit",
+        "made",
+        "--data",
+        "digits",
+        "--hidden",
+        "24,24",
+        "--num-masks",
+        "2",
+        "--ordering",
+        "agnostic",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "MADE(dim=64, hidden_dims=[24, 24], num_masks=2" in printed
+    assert "2^n - 1 ≈ 1.8e+19" in printed and "best validation NLL" in printed
+    assert main([*args[:-5], "--epochs", "3", "--out", str(out), "--no-progress", "--resume"]) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+    capsys.readouterr()
+    assert main(["sample", str(out / "best.pt"), "-n", "16", "-o", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").read_bytes().startswith(PNG)
+    assert "wrote 16 samples of MADE" in capsys.readouterr().out
+    assert main(["evaluate", str(out / "best.pt"), "--split", "valid"]) == 0
+    printed = capsys.readouterr().out
+    nats, bits = (
+        float(v) for v in re.search(r"NLL (\S+) nats .*, (\S+) bits/dim", printed).groups()
+    )
+    model, _ = load_model(out / "best.pt")
+    exact = LogLikelihood(lambda x: model.model(x), method="exact")(load_digits("valid")[:20])
+    assert -float(exact.log_prob.mean()) == pytest.approx(
+        evaluate(model, load_digits("valid")[:20])["nll"], abs=1e-3
+    )
+    assert nats == pytest.approx(evaluate(model, load_digits("valid"))["nll"], abs=1e-4)
+    assert bits == pytest.approx(nats / 64 / math.log(2), abs=1e-4)
+
+
+def test_command_line_on_binarized_mnist_files(tmp_path: Path, capsys) -> None:
+    gen = torch.Generator().manual_seed(0)
+    for split, n in (("train", 30), ("valid", 10)):
+        write_amat(
+            tmp_path / f"binarized_mnist_{split}.amat",
+            torch.bernoulli(torch.full((n, 784), 0.2), generator=gen),
+        )
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "fit",
+                "fvsbn",
+                "--data",
+                "binarized-mnist",
+                "--data-dir",
+                str(tmp_path),
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert "30 training rows, 10 validation rows" in capsys.readouterr().out
+    (tmp_path / "elsewhere").mkdir()
+    for name in ("train", "valid"):
+        (tmp_path / f"binarized_mnist_{name}.amat").rename(
+            tmp_path / "elsewhere" / f"binarized_mnist_{name}.amat"
+        )
+    assert main(["evaluate", str(out / "best.pt")]) == 2
+    assert "no binarized MNIST valid split" in capsys.readouterr().err
+    assert main(["evaluate", str(out / "best.pt"), "--data-dir", str(tmp_path / "elsewhere")]) == 0
+    assert "FVSBN on binarized-mnist valid (10 rows, exact)" in capsys.readouterr().out
+
+
+def test_command_line_bad_input(tmp_path: Path, capsys) -> None:
+    assert main(["fit", "pixelcnn", "--epochs", "1", "--out", str(tmp_path / "a")]) == 2
+    assert (
+        "unknown model 'pixelcnn'; choose one of fvsbn, made, nade, rnade"
+        in capsys.readouterr().err
+    )
+    assert main(["fit", "rnade", "--out", str(tmp_path / "b")]) == 2
+    assert "models continuous data" in capsys.readouterr().err
+    assert main(["fit", "nade", "--hidden", "8,8", "--out", str(tmp_path / "c")]) == 2
+    assert "NADE has one hidden layer" in capsys.readouterr().err
+    assert main(["fit", "nade", "--data", "mnist", "--out", str(tmp_path / "d")]) == 2
+    assert "unknown dataset 'mnist'" in capsys.readouterr().err
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    for command in (
+        ["sample", str(tmp_path / "foreign.pt")],
+        ["evaluate", str(tmp_path / "foreign.pt")],
+    ):
+        assert main(command) == 2
+        assert "is not a ppdgm checkpoint" in capsys.readouterr().err
+
+
+def test_demo_section(tmp_path: Path) -> None:
+    text = demo_section(tmp_path)
+    before, after = (float(v) for v in re.search(r"NLL (\S+) -> (\S+) nats", text).groups())
+    assert after < before - 10
+    difference = float(re.search(r"largest difference (\S+) over", text).group(1))
+    assert difference < 1e-9
+    assert (tmp_path / "nade-digits" / "samples.png").read_bytes().startswith(PNG)
