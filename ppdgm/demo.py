@@ -25,6 +25,8 @@ from ppdgm.commands._common import blank_cells, write_frame
 
 __all__ = [
     "SECTIONS",
+    "autoregressive_section",
+    "estimators_section",
     "graph_section",
     "independence_section",
     "learning_section",
@@ -195,6 +197,20 @@ def independence_section(out_dir: Path) -> None:
     print(demo_section(out_dir))
 
 
+def estimators_section(out_dir: Path) -> None:
+    """Estimating log p(x): exact, importance sampling and the ELBO, side by side."""
+    from ppdgm._estimate_demo import demo_section
+
+    print(demo_section(out_dir))
+
+
+def autoregressive_section(out_dir: Path) -> None:
+    """An autoregressive model: NADE trained on 8x8 digits for a few seconds, exact log p(x)."""
+    from ppdgm.commands.autoregressive import demo_section
+
+    print(demo_section(out_dir))
+
+
 SECTIONS: list[Section] = [
     network_section,
     sampling_section,
@@ -203,6 +219,8 @@ SECTIONS: list[Section] = [
     learning_section,
     graph_section,
     independence_section,
+    estimators_section,
+    autoregressive_section,
 ]
 """The sections :func:`run` runs, in order."""
 

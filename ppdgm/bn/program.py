@@ -89,16 +89,20 @@ def network_model(
     values: dict[str, Tensor] = {}
     with pyro.plate("data", rows):
         for j, v in enumerate(bn.variables):
-            table = bn._cpts[v]
+            table = bn._cached(("log_cpt", v), lambda v=v: bn._cpts[v].log())
             parents = bn.parents(v)
-            probs = Vindex(table)[tuple(values[u] for u in parents)] if parents else table
-            site = dist.Categorical(probs=probs)
+            # logits, not probs: torch clamps zero probabilities to machine epsilon, and an
+            # impossible row must have log-probability -inf, as bn.log_prob says
+            logits = Vindex(table)[tuple(values[u] for u in parents)] if parents else table
+            site = dist.Categorical(logits=logits)
             column = None if codes is None else codes[:, j]
             observed = None if column is None else column >= 0
             if observed is not None and bool(observed.all()):
                 values[v] = pyro.sample(v, site, obs=column)
             elif observed is not None and bool(observed.any()):
-                site = PartiallyObservedCategorical(probs, value=column, observed=observed)
+                site = PartiallyObservedCategorical(
+                    logits=logits, value=column, observed=observed
+                )
                 values[v] = pyro.sample(v, site, infer={"enumerate": "parallel"})
             else:
                 values[v] = pyro.sample(v, site, infer={"enumerate": "parallel"})
