@@ -100,9 +100,7 @@ def network_model(
             if observed is not None and bool(observed.all()):
                 values[v] = pyro.sample(v, site, obs=column)
             elif observed is not None and bool(observed.any()):
-                site = PartiallyObservedCategorical(
-                    logits=logits, value=column, observed=observed
-                )
+                site = PartiallyObservedCategorical(logits=logits, value=column, observed=observed)
                 values[v] = pyro.sample(v, site, infer={"enumerate": "parallel"})
             else:
                 values[v] = pyro.sample(v, site, infer={"enumerate": "parallel"})
