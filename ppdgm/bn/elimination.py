@@ -362,14 +362,16 @@ def _observed_columns(bn: DiscreteBN, frame: pd.DataFrame) -> list[str]:
 def _batches(
     bn: DiscreteBN, frame: pd.DataFrame, plan: Plan, rows: int
 ) -> Iterator[tuple[int, int, dict[str, Tensor]]]:
-    """``(offset, size, indicators)`` for each batch of rows, encoded one batch at a time so
-    that memory does not grow with the number of rows beyond the input and the output."""
+    """``(offset, size, indicators)`` for each batch of rows. The rows are encoded once, one
+    byte a cell, and each batch's indicators made as it comes, so that memory grows with the
+    number of rows only as much as the input and the output do."""
     column = {v: j for j, v in enumerate(bn.variables)}
     cards = bn.cardinalities
-    for start in range(0, len(frame), rows):
-        codes = encode(bn, frame.iloc[start : start + rows])
-        lam = {v: indicators(codes[:, column[v]], cards[v]) for v in plan.evidence_variables}
-        yield start, codes.shape[0], lam
+    codes = encode(bn, frame, compact=True)
+    for start in range(0, codes.shape[0], rows):
+        chunk = codes[start : start + rows]
+        lam = {v: indicators(chunk[:, column[v]], cards[v]) for v in plan.evidence_variables}
+        yield start, chunk.shape[0], lam
 
 
 def _plan(bn: DiscreteBN, evidence: Sequence[str], keep: Sequence[str]) -> Plan:

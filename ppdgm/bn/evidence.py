@@ -32,12 +32,15 @@ def as_frame(data: pd.DataFrame | Mapping[str, Any]) -> pd.DataFrame:
     raise TypeError(f"data must be a pandas DataFrame or a mapping, not {type(data).__name__}")
 
 
-def encode(bn: DiscreteBN, data: pd.DataFrame | Mapping[str, Any]) -> Tensor:
-    """State indices of each cell: a long tensor ``[N, len(bn.variables)]``, ``-1`` where missing.
+def encode(
+    bn: DiscreteBN, data: pd.DataFrame | Mapping[str, Any], *, compact: bool = False
+) -> Tensor:
+    """State indices of each cell: a tensor ``[N, len(bn.variables)]``, ``-1`` where missing.
 
     Columns follow ``bn.variables``; a variable without a column is missing in every row. A cell
     matches a state by equality, or by its text when the states are strings (so a CSV read
-    without types still matches).
+    without types still matches). The indices are int64, or with ``compact`` the smallest
+    integer type that holds them (one byte a cell for up to 127 states).
 
     Raises:
         ValueError: for a column that is not a variable of the network, or a cell that is not
@@ -45,10 +48,13 @@ def encode(bn: DiscreteBN, data: pd.DataFrame | Mapping[str, Any]) -> Tensor:
     """
     frame = as_frame(data)
     check_columns(bn, frame)
-    codes = np.full((len(frame), len(bn.variables)), MISSING, dtype=np.int64)
+    largest = max((len(s) for s in bn.states.values()), default=1)
+    dtype = np.int64 if not compact else np.int8 if largest < 128 else np.int32
+    codes = np.full((len(frame), len(bn.variables)), MISSING, dtype=dtype)
     for j, v in enumerate(bn.variables):
         if v in frame.columns:
-            codes[:, j] = _encode_column(v, frame[v], bn.states[v])
+            index = bn._cached(("index", v), lambda v=v: pd.Index(list(bn.states[v])))
+            codes[:, j] = _encode_column(v, frame[v], index)
     return torch.from_numpy(codes)
 
 
@@ -61,13 +67,15 @@ def check_columns(bn: DiscreteBN, frame: pd.DataFrame) -> None:
         )
 
 
-def _encode_column(variable: str, column: pd.Series, states: tuple[Any, ...]) -> np.ndarray:
-    missing = column.isna().to_numpy()
-    categories = list(states)
-    if isinstance(column.dtype, pd.CategoricalDtype) and list(column.cat.categories) == categories:
-        return column.cat.codes.to_numpy().astype(np.int64)
-    index = pd.Index(categories)
+def _encode_column(variable: str, column: pd.Series, index: pd.Index) -> np.ndarray:
+    if isinstance(column.dtype, pd.CategoricalDtype) and column.cat.categories.equals(index):
+        return column.cat.codes.to_numpy()
     codes = index.get_indexer(column).astype(np.int64)
+    if not (codes < 0).any():
+        return codes
+    missing = column.isna().to_numpy()
+    states = tuple(index)
+    categories = list(states)
     bad = (codes < 0) & ~missing
     if bad.any() and all(isinstance(s, str) for s in states):
         # numbers read from a CSV without types still match states named by their text
