@@ -45,6 +45,8 @@ __all__ = [
     "posterior",
 ]
 
+#: The row count assumed when ordering a step's pairwise products.
+TYPICAL_ROWS = 1024
 #: Randomized tie-breaks tried per criterion when searching for a cheap elimination order.
 SEARCH = 6
 #: Entries of float64 intermediates a batch may hold at once (64 MiB).
@@ -68,6 +70,8 @@ class Step:
             that align it to the product's axes: the row axis if batched, ``scope``, then
             ``variable``.
         size: entries per row of the product before summing (the step's work).
+        pairs: the order of pairwise products (indices into the list of operands, the product
+            appended at its end) that leaves two factors for the fused multiply-add.
     """
 
     variable: str | None
@@ -76,6 +80,7 @@ class Step:
     batched: bool
     views: tuple[tuple[tuple[int, ...], tuple[slice | None, ...]], ...]
     size: int
+    pairs: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -245,7 +250,7 @@ def _steps(
     def combine(variable: str | None, inputs: list[int], out: tuple[str, ...]) -> None:
         axes = out if variable is None else (variable, *out)
         is_batched = any(batched[i] for i in inputs)
-        views = []
+        views, shapes = [], []
         for i in inputs:
             scope = scopes[i]
             perm = [scope.index(u) for u in axes if u in scope]
@@ -255,8 +260,11 @@ def _steps(
             if is_batched:
                 index.append(slice(None) if batched[i] else None)
             views.append((tuple(perm), tuple(index)))
+            shape = [cards[u] if u in scope else 1 for u in axes]
+            shapes.append((*shape, TYPICAL_ROWS if batched[i] else 1))
         size = math.prod(cards[u] for u in axes)
-        steps.append(Step(variable, tuple(inputs), out, is_batched, tuple(views), size))
+        pairs = _pair_order(shapes)
+        steps.append(Step(variable, tuple(inputs), out, is_batched, tuple(views), size, pairs))
         scopes.append(out)
         batched.append(is_batched)
         alive.append(len(scopes) - 1)
@@ -303,7 +311,7 @@ def execute(
         for i, (perm, index) in zip(step.inputs, step.views, strict=True):
             operands.append(slots[i].permute(perm)[index])
             slots[i] = None
-        t = _contract(operands, summed=step.variable is not None)
+        t = _contract(operands, step.variable is not None, step.pairs)
         if step.batched:
             t, log_scale = _rescale(t, log_scale)
         slots.append(t)
@@ -316,26 +324,44 @@ def execute(
     return result, log_scale
 
 
-def _contract(operands: list[Tensor], summed: bool) -> Tensor:
+def _pair_order(shapes: Sequence[tuple[int, ...]]) -> tuple[tuple[int, int], ...]:
+    """Greedy order of pairwise products: always the pair whose broadcast product is smallest
+    (a CPT meets its indicator, and small messages meet each other, before anything meets a
+    wide factor), until two factors are left."""
+    shapes = list(shapes)
+    pairs = []
+    while len(shapes) > 2:
+        candidates = [(i, j) for i in range(len(shapes)) for j in range(i + 1, len(shapes))]
+        i, j = min(
+            candidates,
+            key=lambda ij: math.prod(map(max, shapes[ij[0]], shapes[ij[1]])),
+        )
+        merged = tuple(map(max, shapes[i], shapes[j]))
+        shapes = [s for k, s in enumerate(shapes) if k not in (i, j)] + [merged]
+        pairs.append((i, j))
+    return tuple(pairs)
+
+
+def _contract(operands: list[Tensor], summed: bool, pairs: Sequence[tuple[int, int]]) -> Tensor:
     """The product of aligned factors, summed over their first axis if ``summed``.
 
-    The smaller factors are multiplied first; the largest is only read, inside a fused
+    The pairs of ``pairs`` are multiplied first; the last two factors meet inside a fused
     multiply-add over the summed axis, so the full product is never written out.
     """
     if not operands:
         return torch.ones((), dtype=torch.float64)
-    operands = sorted(operands, key=Tensor.numel)
-    large = operands.pop()
-    if not operands:
-        return large.sum(0) if summed else large
-    small = operands[0]
-    for factor in operands[1:]:
-        small = small * factor
+    for i, j in pairs:
+        product = operands[i] * operands[j]
+        operands = [t for k, t in enumerate(operands) if k not in (i, j)]
+        operands.append(product)
+    if len(operands) == 1:
+        return operands[0].sum(0) if summed else operands[0]
+    a, b = operands
     if not summed:
-        return small * large
-    acc = small[0] * large[0]
-    for x in range(1, large.shape[0]):
-        acc.addcmul_(small[x], large[x])
+        return a * b
+    acc = a[0] * b[0]
+    for x in range(1, a.shape[0]):
+        acc.addcmul_(a[x], b[x])
     return acc
 
 
