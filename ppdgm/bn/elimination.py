@@ -51,6 +51,10 @@ TYPICAL_ROWS = 1024
 SEARCH = 6
 #: Entries of float64 intermediates a batch may hold at once (64 MiB).
 MEMORY_BUDGET = 2**23
+#: Entries of the widest step's factors (32 MiB): larger blocks are mapped afresh from the
+#: system at each allocation by glibc's malloc, page faults and all, which measurably slows
+#: networks with wide cliques (insurance); smaller ones are reused from the heap.
+WIDEST = 2**22
 
 
 class ZeroProbabilityEvidence(ValueError):
@@ -115,10 +119,11 @@ class Plan:
 
         A forward pass frees each factor once used, so its most entries alive at once
         (:attr:`peak`) bound it; a pass that is differentiated keeps every product for the
-        backward pass, which twice the cost bounds.
+        backward pass, which twice the cost bounds. The widest step is also kept under
+        :data:`WIDEST` entries.
         """
         need = 2 * self.cost if keep_intermediates else self.peak
-        return max(1, budget // max(need, 1))
+        return max(1, min(budget // max(need, 1), WIDEST // self.width))
 
 
 def greedy_order(
