@@ -24,9 +24,9 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import pyro
-import pyro.distributions as dist
 import torch
 
+from ppdgm._estimate_demo import ppca_problem
 from ppdgm.estimate import LogLikelihood, ParetoKWarning
 
 OUT = Path(__file__).parent / "img" / "estimates-vs-k.png"
@@ -36,22 +36,7 @@ KS = [1, 3, 10, 30, 100, 300, 1000, 3000, 10_000]
 
 def main() -> None:
     torch.set_default_dtype(torch.float64)
-    g = torch.Generator().manual_seed(0)
-    dim, latent, sigma = 5, 2, 0.5
-    W = torch.randn(dim, latent, generator=g)
-    mu = torch.randn(dim, generator=g)
-    marginal = dist.MultivariateNormal(mu, W @ W.T + sigma**2 * torch.eye(dim))
-    post_cov = sigma**2 * torch.linalg.inv(W.T @ W + sigma**2 * torch.eye(latent))
-
-    def model(x: torch.Tensor) -> None:
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([latent]).to_event(1))
-            pyro.sample("x", dist.Normal(z @ W.T + mu, sigma).to_event(1), obs=x)
-
-    def guide(x: torch.Tensor) -> None:
-        loc = (x - mu) @ W @ post_cov.T / sigma**2
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Normal(loc, 2 * post_cov.diagonal().sqrt()).to_event(1))
+    marginal, model, guide = ppca_problem()
 
     torch.manual_seed(1)
     x = marginal.sample((POINTS,))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pyro
@@ -53,9 +54,13 @@ def _network_part() -> list[str]:
     ]
 
 
-def _ppca_part() -> list[str]:
-    g = torch.Generator().manual_seed(0)
-    dim, latent, sigma = 5, 2, 0.5
+def ppca_problem(
+    dim: int = 5, latent: int = 2, sigma: float = 0.5, seed: int = 0
+) -> tuple[dist.MultivariateNormal, Callable[[torch.Tensor], None], Callable[[torch.Tensor], None]]:
+    """Probabilistic PCA ``x = W z + mu + eps`` (float64, random ``W`` and ``mu``): its closed-form
+    marginal ``N(mu, W W^T + sigma^2 I)``, the Pyro model, and a guide with the exact posterior's
+    mean, its marginal scales doubled and correlations dropped."""
+    g = torch.Generator().manual_seed(seed)
     W = torch.randn(dim, latent, generator=g, dtype=torch.float64)
     mu = torch.randn(dim, generator=g, dtype=torch.float64)
     marginal = dist.MultivariateNormal(mu, W @ W.T + sigma**2 * torch.eye(dim, dtype=W.dtype))
@@ -67,11 +72,15 @@ def _ppca_part() -> list[str]:
             pyro.sample("x", dist.Normal(z @ W.T + mu, sigma).to_event(1), obs=x)
 
     def guide(x: torch.Tensor) -> None:
-        # the exact posterior's mean, its marginal scales doubled and correlations dropped
         loc = (x - mu) @ W @ post_cov.T / sigma**2
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(loc, 2 * post_cov.diagonal().sqrt()).to_event(1))
 
+    return marginal, model, guide
+
+
+def _ppca_part() -> list[str]:
+    marginal, model, guide = ppca_problem()
     torch.manual_seed(1)
     x = marginal.sample((200,))
     pyro.set_rng_seed(1)

@@ -11,6 +11,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import ppdgm.bn as pbn
 from ppdgm.bn import DiscreteBN
@@ -147,3 +148,24 @@ def example_network() -> Callable[[str], DiscreteBN]:
         return cache[name]
 
     return load
+
+
+@pytest.fixture
+def one_thread():
+    """Small tensors: one thread is as fast, and does not wait on a busy second core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def float64():
+    """Float64 by default and an empty Pyro parameter store, restored afterwards."""
+    import pyro
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    pyro.clear_param_store()
+    yield
+    torch.set_default_dtype(previous)

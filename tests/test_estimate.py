@@ -29,13 +29,7 @@ from ppdgm.estimate import Estimate, LogLikelihood, ParetoKWarning, comparison_t
 Z_TOL = 4.0
 
 
-@pytest.fixture(autouse=True)
-def float64() -> None:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    pyro.clear_param_store()
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 # ------------------------------------------------------------------------ the closed forms

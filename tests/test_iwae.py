@@ -19,13 +19,7 @@ from ppdgm.iwae import IWAE
 DIM, LATENT, SIGMA = 4, 2, 0.5
 
 
-@pytest.fixture(autouse=True)
-def float64() -> None:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    pyro.clear_param_store()
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 class Problem:

@@ -26,13 +26,7 @@ from ppdgm.train import fit
 Factory = Callable[[int], torch.nn.Module]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is as fast, and does not wait on a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 BINARY: dict[str, Factory] = {
