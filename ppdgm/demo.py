@@ -241,7 +241,7 @@ def run(out_dir: str | os.PathLike[str], sections: Sequence[Section] = SECTIONS)
         print(f"\n== {i}. {title} ==")
         section(out_dir)
     seconds = time.perf_counter() - start
-    files = sorted(p.name for p in out_dir.iterdir() if p.is_file())
+    files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
     print(f"\ndone in {seconds:.1f} s; wrote into {out_dir.resolve()}: {', '.join(files)}")
 
 
