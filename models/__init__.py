@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from ppdgm.models.flows import IAF, MAF, NICE, RealNVP
 from ppdgm.models.fvsbn import FVSBN
 from ppdgm.models.made import MADE
 from ppdgm.models.nade import NADE
 from ppdgm.models.rnade import RNADE
 
-__all__ = ["FVSBN", "MADE", "MODELS", "NADE", "RNADE", "model_class"]
+__all__ = [
+    "FVSBN",
+    "IAF",
+    "MADE",
+    "MAF",
+    "MODELS",
+    "NADE",
+    "NICE",
+    "RNADE",
+    "RealNVP",
+    "model_class",
+]
 
 #: The zoo's models by their lower-case names, as the command line and checkpoints name them.
 MODELS: dict[str, type] = {"fvsbn": FVSBN, "nade": NADE, "made": MADE, "rnade": RNADE}

@@ -1,0 +1,397 @@
+r"""Normalizing-flow factories: Pyro transform modules usable as priors, guides or density models.
+
+Every factory returns a :class:`~pyro.distributions.transforms.ComposeTransformModule` in the
+*sampling direction*: it maps base noise ``z`` to data ``x = f(z)``, which is the direction
+:class:`~pyro.distributions.TransformedDistribution` expects, so that
+
+.. math:: \log p(x) = \log p_Z(f^{-1}(x)) - \log |\det J_f(f^{-1}(x))|.
+
+What each direction costs (``d`` the dimension):
+
+- :func:`nice`, :func:`real_nvp`, :func:`spline`: coupling layers, one pass both ways.
+- :func:`maf`: ``log_prob`` of any data in one pass, sampling in ``d`` sequential passes.
+- :func:`iaf`: sampling (and scoring its own samples) in one pass, ``log_prob`` of other data in
+  ``d`` sequential passes.
+- :func:`planar`, :func:`radial`: no inverse; use them where only samples are scored (guides).
+
+Pyro's :class:`~pyro.distributions.transforms.AffineAutoregressive` computes
+``x_i = mu_i(z_{<i}) + sigma_i(z_{<i}) z_i``: its forward (sampling) direction is one pass, so it is
+an IAF layer as it stands; :func:`maf` wraps each layer in :class:`Inverse` so that its one-pass
+direction is the density direction instead.
+
+References:
+    Dinh et al., NICE (2014); Dinh et al., Real NVP (2016); Papamakarios et al., MAF (2017);
+    Kingma et al., IAF (2016); Durkan et al., Neural Spline Flows (2019); Rezende & Mohamed (2015).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from pyro.distributions import constraints
+from pyro.distributions.torch_transform import TransformModule
+from pyro.distributions.transforms import (
+    AffineAutoregressive,
+    AffineCoupling,
+    ComposeTransformModule,
+    Permute,
+    Planar,
+    Radial,
+    spline_coupling,
+)
+from pyro.distributions.transforms.utils import clamp_preserve_gradients
+from pyro.nn import AutoRegressiveNN, DenseNN
+from torch import Tensor, nn
+
+__all__ = [
+    "AdditiveCoupling",
+    "Inverse",
+    "Scaling",
+    "additive_coupling",
+    "iaf",
+    "maf",
+    "nice",
+    "planar",
+    "radial",
+    "real_nvp",
+    "spline",
+]
+
+HIDDEN_DIMS = (64, 64)
+
+
+class AdditiveCoupling(TransformModule):
+    r"""NICE's additive coupling layer, volume preserving (``log |det J| = 0``):
+
+    .. math:: y_{1:k} = x_{1:k}, \qquad y_{k+1:d} = x_{k+1:d} + m(x_{1:k}).
+
+    Arguments:
+        split_dim: ``k``, the number of inputs passed through unchanged.
+        hypernet: the shift network ``m``, mapping ``[..., k]`` to ``[..., d - k]``.
+
+    Example:
+        >>> t = AdditiveCoupling(1, DenseNN(1, [8], param_dims=[1]))
+        >>> x = torch.randn(3, 2)
+        >>> torch.allclose(t.inv(t(x).clone()), x), t.log_abs_det_jacobian(x, t(x)).shape
+        (True, torch.Size([3]))
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+    sign = +1
+
+    def __init__(self, split_dim: int, hypernet: nn.Module) -> None:
+        super().__init__(cache_size=1)
+        self.split_dim = split_dim
+        self.hypernet = hypernet
+
+    def _call(self, x: Tensor) -> Tensor:
+        x1, x2 = x[..., : self.split_dim], x[..., self.split_dim :]
+        return torch.cat([x1, x2 + self.hypernet(x1)], dim=-1)
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        y1, y2 = y[..., : self.split_dim], y[..., self.split_dim :]
+        return torch.cat([y1, y2 - self.hypernet(y1)], dim=-1)
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return x.new_zeros(x.shape[:-1])
+
+
+class Scaling(TransformModule):
+    r"""NICE's final diagonal scaling ``y = x \odot \exp(s)``, with ``log |det J| = \sum_i s_i``.
+
+    Arguments:
+        dim: the dimension ``d``; ``s`` starts at zero (the identity).
+
+    Example:
+        >>> t = Scaling(2)
+        >>> t(torch.ones(1, 2)), t.log_abs_det_jacobian(torch.ones(1, 2), torch.ones(1, 2))
+        (tensor([[1., 1.]], grad_fn=<MulBackward0>), tensor([0.], grad_fn=<ExpandBackward0>))
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+    sign = +1
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(cache_size=1)
+        self.log_scale = nn.Parameter(torch.zeros(dim))
+
+    def _call(self, x: Tensor) -> Tensor:
+        return x * self.log_scale.exp()
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        return y * (-self.log_scale).exp()
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.log_scale.sum().expand(x.shape[:-1])
+
+
+class Inverse(TransformModule):
+    """The inverse of a transform module, itself a module so that its parameters are registered
+    (``t.inv`` is not an ``nn.Module``, so a :class:`ComposeTransformModule` would drop them).
+
+    Arguments:
+        base: the transform to invert; its cache is reused.
+
+    Example:
+        >>> t = Inverse(Scaling(2))
+        >>> t.base.log_scale.data.fill_(1.0)
+        tensor([1., 1.])
+        >>> t(torch.ones(1, 2))
+        tensor([[0.3679, 0.3679]], grad_fn=<MulBackward0>)
+    """
+
+    bijective = True
+
+    def __init__(self, base: TransformModule) -> None:
+        super().__init__(cache_size=0)
+        self.base = base
+
+    @constraints.dependent_property(is_discrete=False)
+    def domain(self) -> constraints.Constraint:  # type: ignore[override]
+        return self.base.codomain
+
+    @constraints.dependent_property(is_discrete=False)
+    def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+        return self.base.domain
+
+    @property
+    def sign(self) -> int:  # type: ignore[override]
+        return self.base.sign
+
+    def _call(self, x: Tensor) -> Tensor:
+        return self.base.inv(x)
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        return self.base(y)
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return -self.base.log_abs_det_jacobian(y, x)
+
+
+class _AffineAutoregressive(AffineAutoregressive):
+    # Pyro's sequential inverse starts from float32 zeros whatever the dtype (pyro-ppl 1.9.2);
+    # the same algorithm, starting from zeros of the input's dtype
+    def _inverse(self, y: Tensor) -> Tensor:
+        x = [y.new_zeros(y.shape[:-1])] * y.shape[-1]
+        for idx in self.arn.permutation.tolist():
+            mean, log_scale = self.arn(torch.stack(x, dim=-1))
+            log_scale = clamp_preserve_gradients(
+                log_scale, self.log_scale_min_clip, self.log_scale_max_clip
+            )
+            x[idx] = (y[..., idx] - mean[..., idx]) * torch.exp(-log_scale[..., idx])
+        self._cached_log_scale = log_scale
+        return torch.stack(x, dim=-1)
+
+    def _inverse_stable(self, y: Tensor) -> Tensor:
+        x = [y.new_zeros(y.shape[:-1])] * y.shape[-1]
+        for idx in self.arn.permutation.tolist():
+            mean, logit_scale = self.arn(torch.stack(x, dim=-1))
+            inverse_scale = 1 + torch.exp(-logit_scale[..., idx] - self.sigmoid_bias)
+            x[idx] = inverse_scale * y[..., idx] + (1 - inverse_scale) * mean[..., idx]
+        self._cached_log_scale = self.logsigmoid(logit_scale + self.sigmoid_bias)
+        return torch.stack(x, dim=-1)
+
+
+def _check(dim: int, num_layers: int, hidden_dims: Sequence[int], least: int = 1) -> list[int]:
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < least:
+        raise ValueError(f"dim must be an integer >= {least}, got {dim!r}")
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+    hidden = list(hidden_dims)
+    if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
+        raise ValueError(f"hidden_dims must be positive integers, got {hidden_dims!r}")
+    return hidden
+
+
+def _flip(dim: int) -> Permute:
+    # reversing the coordinates lets the next coupling layer transform the half this one kept
+    return Permute(torch.arange(dim - 1, -1, -1))
+
+
+def additive_coupling(
+    dim: int, hidden_dims: Sequence[int] = HIDDEN_DIMS, split_dim: int | None = None
+) -> AdditiveCoupling:
+    """One :class:`AdditiveCoupling` layer with a ReLU MLP shift network.
+
+    Arguments:
+        dim: the dimension ``d >= 2``.
+        hidden_dims: widths of the shift network's hidden layers.
+        split_dim: inputs passed through unchanged (``d // 2`` by default).
+
+    Example:
+        >>> additive_coupling(4, [8]).split_dim
+        2
+    """
+    hidden = _check(dim, 1, hidden_dims, least=2)
+    split = dim // 2 if split_dim is None else split_dim
+    if not 0 < split < dim:
+        raise ValueError(f"split_dim must be in 1..{dim - 1}, got {split_dim!r}")
+    return AdditiveCoupling(split, DenseNN(split, hidden, param_dims=[dim - split]))
+
+
+def nice(
+    dim: int, hidden_dims: Sequence[int] = HIDDEN_DIMS, num_layers: int = 4
+) -> ComposeTransformModule:
+    """NICE: additive coupling layers with alternating halves, then a diagonal :class:`Scaling`.
+
+    Arguments:
+        dim: the dimension ``d >= 2``.
+        hidden_dims: widths of each coupling network's hidden layers.
+        num_layers: the number of coupling layers.
+
+    Example:
+        >>> flow = nice(2, [8], num_layers=2)
+        >>> flow(torch.randn(5, 2)).shape
+        torch.Size([5, 2])
+    """
+    _check(dim, num_layers, hidden_dims, least=2)
+    parts: list[torch.distributions.Transform] = []
+    for _ in range(num_layers):
+        parts += [additive_coupling(dim, hidden_dims), _flip(dim)]
+    return ComposeTransformModule([*parts, Scaling(dim)])
+
+
+def real_nvp(
+    dim: int, hidden_dims: Sequence[int] = HIDDEN_DIMS, num_layers: int = 4
+) -> ComposeTransformModule:
+    """RealNVP: Pyro's affine coupling layers with alternating halves (a reversal between layers).
+
+    Arguments:
+        dim: the dimension ``d >= 2``.
+        hidden_dims: widths of each coupling network's hidden layers.
+        num_layers: the number of coupling layers.
+
+    Example:
+        >>> real_nvp(3, [8], num_layers=2)(torch.randn(5, 3)).shape
+        torch.Size([5, 3])
+    """
+    hidden = _check(dim, num_layers, hidden_dims, least=2)
+    split = dim // 2
+    parts: list[torch.distributions.Transform] = []
+    for i in range(num_layers):
+        net = DenseNN(split, hidden, param_dims=[dim - split, dim - split])
+        parts.append(AffineCoupling(split, net))
+        if i < num_layers - 1:
+            parts.append(_flip(dim))
+    return ComposeTransformModule(parts)
+
+
+def _autoregressive(
+    dim: int, hidden_dims: Sequence[int], num_layers: int, stable: bool
+) -> list[AffineAutoregressive]:
+    hidden = _check(dim, num_layers, hidden_dims)
+    layers = []
+    for i in range(num_layers):
+        order = torch.arange(dim) if i % 2 == 0 else torch.arange(dim - 1, -1, -1)
+        net = AutoRegressiveNN(dim, hidden, permutation=order)
+        layers.append(_AffineAutoregressive(net, stable=stable))
+    return layers
+
+
+def maf(
+    dim: int, hidden_dims: Sequence[int] = HIDDEN_DIMS, num_layers: int = 4, stable: bool = False
+) -> ComposeTransformModule:
+    r"""MAF: affine autoregressive layers on MADE whose one-pass direction is data to noise,
+
+    .. math:: z_i = (x_i - \mu_i(x_{<i})) / \sigma_i(x_{<i}),
+
+    so ``log_prob`` is one pass and sampling is ``d`` passes. Each layer is an
+    :class:`Inverse` of Pyro's :class:`AffineAutoregressive`; layer ``k``'s order is
+    ``0, 1, ..., d-1`` for even ``k`` and reversed for odd ``k``: the Jacobian ``dz/dx`` of
+    a layer is lower triangular in its order.
+
+    Arguments:
+        dim: the dimension ``d``.
+        hidden_dims: widths of each MADE's hidden layers.
+        num_layers: the number of autoregressive layers.
+        stable: use Pyro's sigmoid-gated ("stable") parametrization of the scale.
+
+    Example:
+        >>> flow = maf(3, [8], num_layers=2)
+        >>> flow(torch.randn(4, 3)).shape
+        torch.Size([4, 3])
+    """
+    layers = _autoregressive(dim, hidden_dims, num_layers, stable)
+    return ComposeTransformModule([Inverse(layer) for layer in layers])
+
+
+def iaf(
+    dim: int, hidden_dims: Sequence[int] = HIDDEN_DIMS, num_layers: int = 4, stable: bool = False
+) -> ComposeTransformModule:
+    r"""IAF: Pyro's affine autoregressive layers on MADE, one pass from noise to data,
+
+    .. math:: x_i = \mu_i(z_{<i}) + \sigma_i(z_{<i}) z_i,
+
+    so sampling and scoring the flow's own samples are one pass (the guide's use), while
+    ``log_prob`` of other data is ``d`` passes. Layer ``k``'s order is ``0, ..., d-1`` for even
+    ``k`` and reversed for odd ``k``: the Jacobian ``dx/dz`` of a layer is lower triangular in its
+    order.
+
+    Arguments:
+        dim: the dimension ``d``.
+        hidden_dims: widths of each MADE's hidden layers.
+        num_layers: the number of autoregressive layers.
+        stable: use Pyro's sigmoid-gated ("stable") parametrization of the scale.
+
+    Example:
+        >>> iaf(3, [8], num_layers=2)(torch.randn(4, 3)).shape
+        torch.Size([4, 3])
+    """
+    return ComposeTransformModule(_autoregressive(dim, hidden_dims, num_layers, stable))
+
+
+def spline(
+    dim: int,
+    hidden_dims: Sequence[int] = HIDDEN_DIMS,
+    num_layers: int = 4,
+    count_bins: int = 8,
+    bound: float = 3.0,
+) -> ComposeTransformModule:
+    """Neural spline flow: Pyro's rational-quadratic spline coupling layers with alternating
+    halves; the identity outside ``[-bound, bound]``.
+
+    Arguments:
+        dim: the dimension ``d >= 2``.
+        hidden_dims: widths of each coupling network's hidden layers.
+        num_layers: the number of coupling layers.
+        count_bins: the number of spline segments.
+        bound: half the width of the interval the splines act on.
+
+    Example:
+        >>> spline(2, [8], num_layers=2)(torch.randn(4, 2)).shape
+        torch.Size([4, 2])
+    """
+    hidden = _check(dim, num_layers, hidden_dims, least=2)
+    parts: list[torch.distributions.Transform] = []
+    for i in range(num_layers):
+        parts.append(spline_coupling(dim, hidden_dims=hidden, count_bins=count_bins, bound=bound))
+        if i < num_layers - 1:
+            parts.append(_flip(dim))
+    return ComposeTransformModule(parts)
+
+
+def planar(dim: int, num_layers: int = 4) -> ComposeTransformModule:
+    """Pyro's planar flows ``x = z + u h(w^T z + b)`` (no inverse: for guides).
+
+    Example:
+        >>> planar(2, num_layers=3)(torch.randn(4, 2)).shape
+        torch.Size([4, 2])
+    """
+    _check(dim, num_layers, ())
+    return ComposeTransformModule([Planar(dim) for _ in range(num_layers)])
+
+
+def radial(dim: int, num_layers: int = 4) -> ComposeTransformModule:
+    """Pyro's radial flows ``x = z + beta h(alpha, r) (z - z_0)`` (no inverse: for guides).
+
+    Example:
+        >>> radial(2, num_layers=3)(torch.randn(4, 2)).shape
+        torch.Size([4, 2])
+    """
+    _check(dim, num_layers, ())
+    return ComposeTransformModule([Radial(dim) for _ in range(num_layers)])
