@@ -124,11 +124,20 @@ def _evidence_index(bn: DiscreteBN, row: pd.Series) -> tuple:
     )
 
 
+def named_network(name: str, **shape: tuple[int, int]) -> DiscreteBN:
+    """An example network by name, or ``random<seed>`` for a random one (``shape``: the sizes
+    :func:`make_random_network` takes)."""
+    if name.startswith("random"):
+        return make_random_network(int(name.removeprefix("random")), max_parents=2, **shape)
+    return pbn.example(name)
+
+
 @pytest.fixture(scope="session")
 def bn_tools() -> SimpleNamespace:
     """The helpers of this file, for test modules (which should not import conftest)."""
     return SimpleNamespace(
         random_network=make_random_network,
+        named_network=named_network,
         normalized=normalized,
         hide_cells=hide_cells,
         joint_table=joint_table,

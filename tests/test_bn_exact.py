@@ -24,10 +24,7 @@ TOL = 1e-9
 
 
 def _small(name: str, bn_tools) -> DiscreteBN:
-    if name.startswith("random"):
-        seed = int(name.removeprefix("random"))
-        return bn_tools.random_network(seed, nodes=(4, 6), cards=(2, 3), max_parents=2)
-    return pbn.example(name)
+    return bn_tools.named_network(name, nodes=(4, 6), cards=(2, 3))
 
 
 @pytest.fixture(scope="module", params=SMALL)

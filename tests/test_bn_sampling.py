@@ -19,10 +19,7 @@ P_MIN = 1e-3
 
 
 def _network(name: str, bn_tools) -> DiscreteBN:
-    if name.startswith("random"):
-        seed = int(name.removeprefix("random"))
-        return bn_tools.random_network(seed, nodes=(6, 8), cards=(2, 4), max_parents=2)
-    return pbn.example(name)
+    return bn_tools.named_network(name, nodes=(6, 8), cards=(2, 4))
 
 
 def _codes(bn: DiscreteBN, frame: pd.DataFrame) -> np.ndarray:

@@ -2,13 +2,16 @@ r"""Exact inference by variable elimination, batched over rows whose evidence di
 
 Evidence enters as indicator factors :math:`\lambda_v(n, s)` (one where row n is missing ``v`` or
 has ``v = s``), so one elimination plan serves every row of a batch: each step multiplies the
-factors that mention a variable and sums it out with one ``torch.einsum`` whose leading axis is
-the row. The work per row of a step is the size of its scope; the sum over steps is the plan's
-:attr:`Plan.cost`, the arithmetic floor of batched elimination with that order (the cheaper of
-min-fill and min-weight).
+factors that mention a variable and sums it out. Rows are the last, contiguous axis of every
+batched factor; small factors are multiplied pairwise first (in an order fixed when the plan is
+made) and the last two meet in a fused multiply-add over the summed variable. The work per row
+of a step is the size of its scope; the sum over steps is the plan's :attr:`Plan.cost`, the
+arithmetic floor of batched elimination with that order (the cheapest of min-fill and
+min-weight, each also with randomized tie-breaks).
 
-After each step a factor is divided by its largest entry per row and the logarithm of that
-scale is carried separately, so products of many small probabilities never underflow.
+When some row's largest entry falls below :data:`RESCALE_BELOW`, the factor is divided by its
+largest entry per row and the logarithm of that scale is carried separately, so products of many
+small probabilities never underflow.
 
 Posterior marginals of several variables come from one backward pass:
 :math:`p(v = s \mid e) = \lambda_v(s) \, \partial \log Z / \partial \lambda_v(s)`
@@ -69,10 +72,10 @@ class Step:
         variable: the variable summed out (None for the final product over the kept ones).
         inputs: the factor slots consumed.
         scope: the variables of the new factor, in the order of its axes.
-        batched: whether the new factor has a leading row axis.
+        batched: whether the new factor has a (last) row axis.
         views: for each input, the axis permutation and the indexing (``None`` inserts an axis)
-            that align it to the product's axes: the row axis if batched, ``scope``, then
-            ``variable``.
+            that align it to the product's axes: ``variable``, then ``scope``, then the row axis
+            if batched.
         size: entries per row of the product before summing (the step's work).
         pairs: the order of pairwise products (indices into the list of operands, the product
             appended at its end) that leaves two factors for the fused multiply-add.
