@@ -42,6 +42,8 @@ MODELS: dict[str, tuple[Callable[[str], torch.nn.Module], float]] = {
     "nade-500": (lambda ordering: NADE(784, 500), 88.86),
     "made-1mask": (lambda ordering: MADE(784, [500]), 88.40),
     "made-32masks": (lambda ordering: MADE(784, [500], 32, ordering=ordering), 86.64),
+    "made-8000": (lambda ordering: MADE(784, [8000]), 88.40),
+    "made-32masks-8000": (lambda ordering: MADE(784, [8000], 32, ordering=ordering), 86.64),
 }
 
 
@@ -245,7 +247,12 @@ def main() -> None:
             print(f"no MNIST files in {data_dir}: quality skipped")
         else:
             valid = load_binarized_mnist(data_dir, "valid")[: args.valid_rows]
-            results["quality"] = [quality(n, train[: args.train_rows], valid, args) for n in names]
+            rows = {row["model"]: row for row in results.get("quality", [])}
+            for n in names:  # one model at a time, so that an interrupted run keeps the others
+                rows[n] = quality(n, train[: args.train_rows], valid, args)
+                results["quality"] = list(rows.values())
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(results, indent=2) + "\n")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")

@@ -7,9 +7,11 @@ from ppdgm.models.fvsbn import FVSBN
 from ppdgm.models.made import MADE
 from ppdgm.models.nade import NADE
 from ppdgm.models.rnade import RNADE
+from ppdgm.models.vae import GMVAE, VAE, HierarchicalVAE
 
 __all__ = [
     "FVSBN",
+    "GMVAE",
     "IAF",
     "MADE",
     "MAF",
@@ -17,12 +19,22 @@ __all__ = [
     "NADE",
     "NICE",
     "RNADE",
+    "VAE",
+    "HierarchicalVAE",
     "RealNVP",
     "model_class",
 ]
 
 #: The zoo's models by their lower-case names, as the command line and checkpoints name them.
-MODELS: dict[str, type] = {"fvsbn": FVSBN, "nade": NADE, "made": MADE, "rnade": RNADE}
+MODELS: dict[str, type] = {
+    "fvsbn": FVSBN,
+    "nade": NADE,
+    "made": MADE,
+    "rnade": RNADE,
+    "vae": VAE,
+    "gmvae": GMVAE,
+    "hvae": HierarchicalVAE,
+}
 
 
 def model_class(name: str) -> type:

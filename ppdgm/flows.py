@@ -26,29 +26,40 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from pyro.distributions import constraints
+from pyro.distributions.conditional import ConditionalTransform
 from pyro.distributions.torch_transform import TransformModule
 from pyro.distributions.transforms import (
     AffineAutoregressive,
     AffineCoupling,
+    ComposeTransform,
     ComposeTransformModule,
+    ConditionalAffineAutoregressive,
+    ConditionalAffineCoupling,
+    ConditionalPlanar,
+    ConditionalRadial,
     Permute,
     Planar,
     Radial,
     spline_coupling,
 )
 from pyro.distributions.transforms.utils import clamp_preserve_gradients
-from pyro.nn import AutoRegressiveNN, DenseNN
+from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN, ConditionalDenseNN, DenseNN
 from torch import Tensor, nn
 
 __all__ = [
+    "CONDITIONAL_FLOWS",
     "AdditiveCoupling",
+    "ConditionalFlow",
     "Inverse",
     "Scaling",
     "additive_coupling",
+    "conditional_flow",
     "iaf",
     "maf",
     "nice",
@@ -208,6 +219,15 @@ def _check(dim: int, num_layers: int, hidden_dims: Sequence[int], least: int = 1
     return hidden
 
 
+@contextmanager
+def _one_dimension_allowed() -> Iterator[None]:
+    """Silences Pyro's advice against a one-dimensional MADE: the layer is then an affine map
+    (of the context, for a conditional one), which is what a 1-D latent variable needs."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "ConditionalAutoRegressiveNN input_dim = 1")
+        yield
+
+
 def _flip(dim: int) -> Permute:
     # reversing the coordinates lets the next coupling layer transform the half this one kept
     return Permute(torch.arange(dim - 1, -1, -1))
@@ -288,7 +308,8 @@ def _autoregressive(
     layers = []
     for i in range(num_layers):
         order = torch.arange(dim) if i % 2 == 0 else torch.arange(dim - 1, -1, -1)
-        net = AutoRegressiveNN(dim, hidden, permutation=order)
+        with _one_dimension_allowed():
+            net = AutoRegressiveNN(dim, hidden, permutation=order)
         layers.append(_AffineAutoregressive(net, stable=stable))
     return layers
 
@@ -395,3 +416,125 @@ def radial(dim: int, num_layers: int = 4) -> ComposeTransformModule:
     """
     _check(dim, num_layers, ())
     return ComposeTransformModule([Radial(dim) for _ in range(num_layers)])
+
+
+class ConditionalFlow(nn.Module):
+    """A flow whose layers depend on a context vector (an encoder's output): the guide transform
+    of an amortized ``q(z | x)``. :meth:`condition` fixes the context and gives an ordinary
+    transform in the sampling direction.
+
+    Arguments:
+        dim: the dimension of the variable the flow transforms.
+        context_dim: the size of the context.
+        parts: conditional transforms of Pyro (``ConditionalTransformModule``) and fixed
+            transforms (permutations), applied in order.
+    """
+
+    def __init__(
+        self, dim: int, context_dim: int, parts: Sequence[torch.distributions.Transform]
+    ) -> None:
+        super().__init__()
+        self.dim, self.context_dim = dim, context_dim
+        self.parts = list(parts)
+        self.layers = nn.ModuleList([p for p in self.parts if isinstance(p, nn.Module)])
+
+    def condition(self, context: Tensor | None) -> ComposeTransform:
+        """The flow at ``context`` (``[..., context_dim]``, broadcast against the input's batch).
+
+        Raises:
+            ValueError: for no context or one whose last dimension is not ``context_dim``.
+        """
+        if context is None:
+            raise ValueError(
+                f"this conditional flow needs a context of size {self.context_dim} "
+                "(a guide flow must be given the encoder's context)"
+            )
+        if context.shape[-1] != self.context_dim:
+            raise ValueError(
+                f"the flow's context must have size {self.context_dim} in its last dimension, "
+                f"got shape {tuple(context.shape)}"
+            )
+        return ComposeTransform(
+            [p.condition(context) if isinstance(p, ConditionalTransform) else p for p in self.parts]
+        )
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, context_dim={self.context_dim}"
+
+
+def _conditional_iaf(dim: int, context: int, hidden: list[int], i: int) -> ConditionalTransform:
+    order = torch.arange(dim) if i % 2 == 0 else torch.arange(dim - 1, -1, -1)
+    with _one_dimension_allowed():
+        net = ConditionalAutoRegressiveNN(dim, context, hidden, permutation=order)
+    return ConditionalAffineAutoregressive(net)
+
+
+def _conditional_coupling(
+    dim: int, context: int, hidden: list[int], i: int
+) -> ConditionalTransform:
+    split = dim // 2
+    net = ConditionalDenseNN(split, context, hidden, param_dims=[dim - split, dim - split])
+    return ConditionalAffineCoupling(split, net)
+
+
+def _conditional_planar(dim: int, context: int, hidden: list[int], i: int) -> ConditionalTransform:
+    return ConditionalPlanar(DenseNN(context, hidden, param_dims=[1, dim, dim]))
+
+
+def _conditional_radial(dim: int, context: int, hidden: list[int], i: int) -> ConditionalTransform:
+    return ConditionalRadial(DenseNN(context, hidden, param_dims=[dim, 1, 1]))
+
+
+#: The kinds of :func:`conditional_flow`: ``(layer factory, permute between layers, least dim)``.
+CONDITIONAL_FLOWS = {
+    "iaf": (_conditional_iaf, False, 1),
+    "real_nvp": (_conditional_coupling, True, 2),
+    "planar": (_conditional_planar, False, 1),
+    "radial": (_conditional_radial, False, 1),
+}
+
+
+def conditional_flow(
+    kind: str,
+    dim: int,
+    context_dim: int,
+    hidden_dims: Sequence[int] = HIDDEN_DIMS,
+    num_layers: int = 2,
+) -> ConditionalFlow:
+    r"""A :class:`ConditionalFlow` for guides, built from Pyro's conditional transforms.
+
+    Kinds:
+
+    - ``"iaf"``: affine autoregressive layers on MADE whose networks also see the context
+      (Kingma et al. 2016); one pass to sample and to score the samples; the order is reversed
+      in every other layer, as in :func:`iaf`.
+    - ``"real_nvp"``: affine coupling layers with alternating halves.
+    - ``"planar"``, ``"radial"``: the flows of Rezende & Mohamed (2015) with parameters computed
+      from the context by an MLP (no inverse).
+
+    Arguments:
+        kind: one of :data:`CONDITIONAL_FLOWS`.
+        dim: the dimension of the variable (``z``).
+        context_dim: the size of the context vector.
+        hidden_dims: widths of each layer's networks.
+        num_layers: the number of layers.
+
+    Example:
+        >>> flow = conditional_flow("iaf", 3, context_dim=4, hidden_dims=[8])
+        >>> flow.condition(torch.zeros(5, 4))(torch.randn(5, 3)).shape
+        torch.Size([5, 3])
+    """
+    if kind not in CONDITIONAL_FLOWS:
+        raise ValueError(
+            f"unknown conditional flow {kind!r}; choose one of {', '.join(CONDITIONAL_FLOWS)}"
+        )
+    make, permute, least = CONDITIONAL_FLOWS[kind]
+    hidden = _check(dim, num_layers, hidden_dims, least=least)
+    if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 1:
+        raise ValueError(f"a conditional flow needs context_dim >= 1, got {context_dim!r}")
+    parts: list[torch.distributions.Transform] = []
+    for i in range(num_layers):
+        parts.append(make(dim, context_dim, hidden, i))
+        if permute and i < num_layers - 1:
+            parts.append(_flip(dim))
+    return ConditionalFlow(dim, context_dim, parts)

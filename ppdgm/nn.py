@@ -22,7 +22,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["MaskedLinear", "connectivity", "made_degrees", "made_masks"]
+__all__ = [
+    "ACTIVATIONS",
+    "GaussianEncoder",
+    "MaskedLinear",
+    "connectivity",
+    "made_degrees",
+    "made_masks",
+    "mlp",
+]
 
 
 def made_degrees(
@@ -127,3 +135,86 @@ class MaskedLinear(nn.Linear):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, masks={self.masks.shape[0]}"
+
+
+#: Activation functions by name, as constructors and configs spell them.
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "elu": nn.ELU,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "softplus": nn.Softplus,
+}
+
+
+def mlp(sizes: Sequence[int], activation: str = "elu", final_activation: bool = False) -> nn.Module:
+    """A multilayer perceptron ``sizes[0] -> ... -> sizes[-1]``: linear layers with
+    ``activation`` between them (and after the last one if ``final_activation``).
+
+    Raises:
+        ValueError: for fewer than two sizes, a size below 1, or an unknown activation.
+
+    Example:
+        >>> mlp([4, 8, 2], "tanh")
+        Sequential(
+          (0): Linear(in_features=4, out_features=8, bias=True)
+          (1): Tanh()
+          (2): Linear(in_features=8, out_features=2, bias=True)
+        )
+    """
+    sizes = list(sizes)
+    if len(sizes) < 2 or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes
+    ):
+        raise ValueError(f"an MLP needs at least two positive integer sizes, got {sizes!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}"
+        )
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or final_activation:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class GaussianEncoder(nn.Module):
+    """An amortized diagonal-Gaussian encoder ``x -> (loc, scale[, context])``: an MLP body, then
+    one linear head for the location, the scale (through a softplus) and, when
+    ``context_dim > 0``, a context vector for a conditional flow.
+
+    Arguments:
+        x_dim: the input dimension.
+        z_dim: the latent dimension.
+        hidden_dims: widths of the body's hidden layers (empty: a linear encoder).
+        activation: the body's activation (see :data:`ACTIVATIONS`).
+        context_dim: the size of the context output (0: none).
+
+    Example:
+        >>> loc, scale, context = GaussianEncoder(6, 2, [8], context_dim=3)(torch.zeros(5, 6))
+        >>> loc.shape, bool((scale > 0).all()), context.shape
+        (torch.Size([5, 2]), True, torch.Size([5, 3]))
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int,
+        hidden_dims: Sequence[int] = (),
+        activation: str = "elu",
+        context_dim: int = 0,
+    ) -> None:
+        super().__init__()
+        hidden = list(hidden_dims)
+        self.z_dim, self.context_dim = z_dim, context_dim
+        self.body = (
+            mlp([x_dim, *hidden], activation, final_activation=True) if hidden else nn.Identity()
+        )
+        self.head = nn.Linear(hidden[-1] if hidden else x_dim, 2 * z_dim + context_dim)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``loc [..., z]``, ``scale [..., z]`` and the context ``[..., c]`` (None if ``c = 0``)."""
+        out = self.head(self.body(x))
+        loc, raw = out[..., : self.z_dim], out[..., self.z_dim : 2 * self.z_dim]
+        context = out[..., 2 * self.z_dim :] if self.context_dim else None
+        return loc, F.softplus(raw) + 1e-6, context

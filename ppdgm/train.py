@@ -2,8 +2,9 @@
 stopping, checkpoints, resumption, a progress bar, a metrics file and pictures.
 
 The loop minimizes an *objective*, a function ``(model, batch, step) -> loss``. The default,
-:func:`maximum_likelihood`, is ``-mean log p(batch)``; an SVI loss fits the same slot, e.g.
-``lambda m, x, step: Trace_ELBO().differentiable_loss(m.model, m.guide, x) / len(x)``.
+:func:`maximum_likelihood`, is ``-mean log p(batch)``; the variational objectives of
+:class:`ppdgm.svi.SVIObjective` (ELBO, mean-field ELBO, IWAE, with KL annealing) fit the same
+slot and train the VAEs by SVI.
 
 Determinism: the shuffle of each epoch and torch's random stream during it are seeded from
 ``(seed, epoch)``, so a run resumed from the checkpoint of its last finished epoch reaches the
@@ -13,6 +14,7 @@ same parameters as one that was never interrupted.
 from __future__ import annotations
 
 import ctypes
+import inspect
 import json
 import math
 import os
@@ -65,8 +67,12 @@ def maximum_likelihood(model: nn.Module, batch: Tensor, step: int) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, batch_size: int = 100) -> dict[str, float]:
+def evaluate(model: nn.Module, x: Tensor, batch_size: int = 100) -> dict[str, Any]:
     """The mean negative log-likelihood of the rows of ``x``, in nats and in bits per dimension.
+
+    A model with an exact ``log_prob`` is scored with it (``"bound": "exact"``); a latent-variable
+    model without one (the VAEs) by its ``elbo`` with one sample per row, an upper bound on the
+    NLL (``"bound": "elbo"``); use :class:`ppdgm.estimate.LogLikelihood` for tighter estimates.
 
     Example:
         >>> from ppdgm.models import FVSBN
@@ -74,16 +80,20 @@ def evaluate(model: nn.Module, x: Tensor, batch_size: int = 100) -> dict[str, fl
         >>> torch.nn.init.zeros_(model.weight)  # the uniform distribution: 4 bits
         Parameter containing: ...
         >>> evaluate(model, torch.ones(3, 4))
-        {'rows': 3, 'nll': 2.772588..., 'bits_per_dim': 1.0}
+        {'rows': 3, 'nll': 2.772588..., 'bits_per_dim': 1.0, 'bound': 'exact'}
     """
+    score, bound = getattr(model, "log_prob", None), "exact"
+    if score is None:
+        score, bound = model.elbo, "elbo"
     was_training = model.training
     model.eval()
     try:
-        total = sum(float(model.log_prob(chunk).double().sum()) for chunk in x.split(batch_size))
+        total = sum(float(score(chunk).double().sum()) for chunk in x.split(batch_size))
     finally:
         model.train(was_training)
     nll = -total / max(len(x), 1)
-    return {"rows": len(x), "nll": nll, "bits_per_dim": nll / (x.shape[1] * math.log(2))}
+    bits = nll / (x.shape[1] * math.log(2))
+    return {"rows": len(x), "nll": nll, "bits_per_dim": bits, "bound": bound}
 
 
 @dataclass
@@ -92,7 +102,8 @@ class FitResult:
 
     Attributes:
         history: one entry per finished epoch (``epoch``, ``train_loss``, ``valid_nll``,
-            ``valid_bits_per_dim``, ``seconds``, ``best``).
+            ``valid_bits_per_dim``, ``seconds``, ``best``; ``valid_bound: "elbo"`` where the
+            validation NLL is the negative ELBO of a latent-variable model).
         best_epoch: the epoch of the lowest validation NLL (the last epoch without validation
             data); its weights are in the model when :func:`fit` returns.
         best_valid_nll: that NLL, or None.
@@ -172,7 +183,9 @@ def fit(
     if len(train) == 0:
         raise ValueError("no training data")
     out = Path(out_dir) if out_dir is not None else None
-    settings = {"seed": seed, "batch_size": batch_size, "lr": lr}
+    settings: dict[str, Any] = {"seed": seed, "batch_size": batch_size, "lr": lr}
+    if hasattr(objective, "settings"):  # e.g. an SVIObjective: a resumed run must match it
+        settings["objective"] = objective.settings
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     state: dict[str, Any] = {"history": [], "best": math.inf, "best_epoch": None, "bad": 0}
     best_state = None
@@ -220,14 +233,16 @@ def fit(
                 total += loss.detach() * len(batch)
                 bar.update()
                 if b % 20 == 0:
-                    _check_finite(loss, epoch, step)
+                    _check_finite(loss, epoch, step, out)
                     bar.set_postfix(_postfix(float(loss.detach()), history), refresh=False)
             entry: dict[str, Any] = {"epoch": epoch + 1, "train_loss": float(total) / len(train)}
-            _check_finite(torch.tensor(entry["train_loss"]), epoch, step)
+            _check_finite(torch.tensor(entry["train_loss"]), epoch, step, out)
             if valid is not None:
                 scores = evaluate(model, valid, batch_size=batch_size)
                 entry["valid_nll"] = scores["nll"]
                 entry["valid_bits_per_dim"] = scores["bits_per_dim"]
+                if scores["bound"] != "exact":
+                    entry["valid_bound"] = scores["bound"]
             score = entry.get("valid_nll", -float(epoch))  # no validation: the latest is best
             entry["best"] = score < state["best"]
             if entry["best"]:
@@ -264,7 +279,9 @@ def fit(
         name = type(model).__name__
         save_learning_curves(history, out / "learning_curves.png", title=name)
         if hasattr(model, "sample"):
-            save_sample_grid(model.sample(64, seed=seed), out / "samples.png", title=name)
+            means = "mean" in inspect.signature(model.sample).parameters  # VAEs: pixel means
+            grid = model.sample(64, seed=seed, mean=True) if means else model.sample(64, seed=seed)
+            save_sample_grid(grid, out / "samples.png", title=name)
     has_valid = valid is not None and state["best_epoch"] is not None
     return FitResult(
         history=history,
@@ -289,7 +306,7 @@ def _resume(
     if checkpoint.get("settings") != settings:
         raise ValueError(
             f"{out / 'last.pt'} was trained with {checkpoint.get('settings')}, not {settings}; "
-            "resume with the same seed, batch size and learning rate"
+            "resume with the same seed, batch size, learning rate and objective"
         )
     model.load_state_dict(checkpoint["state_dict"])
     optimizer.load_state_dict(checkpoint["optimizer"])
@@ -306,11 +323,16 @@ def _rewrite_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def _check_finite(loss: Tensor, epoch: int, step: int) -> None:
+def _check_finite(loss: Tensor, epoch: int, step: int, out: Path | None) -> None:
     if not bool(torch.isfinite(loss)):
+        kept = (
+            f"; the last good checkpoint (epoch {epoch}) is {out / 'last.pt'}, resume from it"
+            if out is not None and epoch > 0
+            else ""
+        )
         raise ValueError(
             f"the loss is {float(loss.detach())} at epoch {epoch + 1} (step {step}); "
-            "try a lower learning rate"
+            f"training stopped, try a lower learning rate{kept}"
         )
 
 

@@ -133,7 +133,7 @@ def test_resume_refuses_another_model_or_other_settings(synthetic, tmp_path: Pat
         fit(MADE(10, [8]), train[:100], epochs=2, out_dir=tmp_path, resume=True, progress=False)
     with pytest.raises(ValueError, match=r"is a checkpoint of nade \{'dim': 10, 'hidden_dim': 8"):
         fit(NADE(10, 9), train[:100], epochs=2, out_dir=tmp_path, resume=True, progress=False)
-    with pytest.raises(ValueError, match="resume with the same seed, batch size and learning"):
+    with pytest.raises(ValueError, match="resume with the same seed, batch size, learning rate"):
         fit(
             NADE(10, 8),
             train[:100],

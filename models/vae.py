@@ -1,0 +1,533 @@
+r"""Variational autoencoders as Pyro programs: a decoder ``p(x | z)``, a prior ``p(z)`` and an
+amortized guide ``q(z | x)`` (the encoder), with normalizing flows as guide and prior transforms.
+
+The generative story of :class:`VAE` (Kingma & Welling 2014):
+
+.. math::
+
+    z \sim p(z), \qquad x \mid z \sim p_\theta(x \mid z),
+
+with ``p(z) = N(0, I)`` pushed through a flow when ``prior_flow`` is given, and a decoder MLP
+giving Bernoulli logits or a Gaussian's location. The guide is
+``q(z | x) = N(mu(x), diag sigma(x)^2)``, pushed through a flow conditioned on a context the
+encoder computes when ``guide_flow`` is given (IAF, RealNVP, planar, radial). ``model(x)`` and
+``guide(x)`` are the Pyro programs (one ``pyro.plate("data")``), for ``pyro.infer.SVI``,
+:class:`~ppdgm.estimate.LogLikelihood` and :func:`~ppdgm.inspect.dependency_graph`;
+:meth:`VAE.log_weights` computes the same ``log p(x, z) - log q(z | x)`` directly, vectorized over
+samples, which :mod:`ppdgm.svi` trains with (the tests check that it equals the programs').
+
+:class:`GMVAE` puts a mixture of Gaussians as the prior; :class:`HierarchicalVAE` has two
+stochastic layers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions.torch_transform import TransformModule
+from torch import Tensor, nn
+from torch.distributions import kl_divergence
+
+from ppdgm import flows
+from ppdgm.autoregressive import check_data, seeded
+from ppdgm.nn import ACTIVATIONS, GaussianEncoder, mlp
+
+__all__ = ["GMVAE", "GUIDE_FLOWS", "LIKELIHOODS", "PRIOR_FLOWS", "VAE", "HierarchicalVAE"]
+
+#: Observation models: Bernoulli logits for binary data, a Gaussian with a learned scale per
+#: dimension for real data.
+LIKELIHOODS = ("bernoulli", "gaussian")
+#: Guide flows by name (:func:`ppdgm.flows.conditional_flow`).
+GUIDE_FLOWS = tuple(flows.CONDITIONAL_FLOWS)
+#: Prior flows by name: flows whose density direction is one pass, as scoring guide samples needs.
+PRIOR_FLOWS = {"maf": flows.maf, "real_nvp": flows.real_nvp}
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _normal(loc: Tensor, scale: Tensor) -> dist.Distribution:
+    return dist.Normal(loc, scale, validate_args=False).to_event(1)
+
+
+class _LatentVariableModel(nn.Module):
+    """What the VAEs share: data checks, the observation model, sampling and the estimators."""
+
+    x_dim: int
+    likelihood_name: str
+
+    def _init_likelihood(self, x_dim: int, likelihood: str) -> None:
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
+        self.x_dim, self.likelihood_name = _positive_int("x_dim", x_dim), likelihood
+        if likelihood == "gaussian":
+            self.x_log_scale = nn.Parameter(torch.zeros(x_dim))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating-point type of the parameters."""
+        return next(self.parameters()).dtype
+
+    @property
+    def num_parameters(self) -> int:
+        """The number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def check(self, x: Any) -> Tensor:
+        """``x`` as ``[N, x_dim]`` data in the parameters' dtype.
+
+        Raises:
+            ValueError: naming the fault: a wrong shape, NaN or inf, or (Bernoulli likelihood) a
+                value other than 0 and 1, outside the likelihood's support.
+        """
+        return check_data(
+            x,
+            self.x_dim,
+            binary=self.likelihood_name == "bernoulli",
+            name=f"{type(self).__name__} with a {self.likelihood_name} likelihood",
+            dtype=self.dtype,
+        )
+
+    def likelihood(self, z: Tensor) -> dist.Distribution:
+        """``p(x | z)`` for latents ``[..., z_dim]`` (of the decoder's input), event ``[x_dim]``."""
+        out = self.decoder(z)
+        if self.likelihood_name == "bernoulli":
+            return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
+        return _normal(out, self.x_log_scale.exp().expand_as(out))
+
+    def _mean(self, z: Tensor) -> Tensor:
+        out = self.decoder(z)
+        return torch.sigmoid(out) if self.likelihood_name == "bernoulli" else out
+
+    def sample(self, n: int, seed: int | None = None, mean: bool = False) -> Tensor:
+        """``n`` draws ``[n, x_dim]`` from the model (``mean``: the decoder's means instead of draws
+        of ``x``, e.g. pixel probabilities for pictures; ``seed``: a private seed)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        with torch.no_grad(), seeded(seed):
+            z = self._sample_latent(n)
+            return self._mean(z) if mean else self.likelihood(z).sample()
+
+    def elbo(self, x: Tensor, num_samples: int = 1) -> Tensor:
+        """A Monte Carlo estimate of each row's evidence lower bound, ``[N]``: the mean of
+        :meth:`log_weights` over ``num_samples`` draws of ``q``."""
+        return self.log_weights(x, num_samples).mean(0)
+
+    def iwae(self, x: Tensor, num_samples: int) -> Tensor:
+        """Each row's importance-weighted bound with ``num_samples`` draws, ``[N]``."""
+        lw = self.log_weights(x, num_samples)
+        return torch.logsumexp(lw, 0) - math.log(lw.shape[0])
+
+    def log_weights(
+        self, x: Tensor, num_samples: int = 1, beta: float = 1.0, analytic_kl: bool = False
+    ) -> Tensor:
+        """``log p(x, z) - log q(z | x)`` at ``num_samples`` reparameterized draws of ``q`` for
+        each row of ``x``: ``[num_samples, N]``. ``beta`` scales the latent terms
+        ``log p(z) - log q(z | x)`` (KL annealing; 1 is the model). ``analytic_kl``: replace
+        those terms by minus the closed-form KL where the model has one (what
+        ``TraceMeanField_ELBO`` estimates; the mean over samples is then still an ELBO estimate,
+        but the values are no longer importance weights)."""
+        raise NotImplementedError
+
+    def training_loss(self, x: Tensor, step: int) -> Tensor:
+        """The negative ELBO per row with one sample (what ``Trace_ELBO`` minimizes)."""
+        return -self.log_weights(x, 1).mean()
+
+    def _sample_latent(self, n: int) -> Tensor:
+        raise NotImplementedError
+
+
+class VAE(_LatentVariableModel):
+    r"""A variational autoencoder with an amortized guide, optionally with flows.
+
+    Arguments:
+        x_dim: the data dimension.
+        z_dim: the latent dimension.
+        hidden_dims: widths of the encoder's hidden layers; the decoder mirrors them
+            (``784-300-300`` encoder, ``300-300-784`` decoder). Empty: linear maps.
+        likelihood: ``"bernoulli"`` (binary data) or ``"gaussian"`` (real data; a learned
+            scale per dimension).
+        guide_flow: None (mean-field Gaussian guide) or one of :data:`GUIDE_FLOWS`: the guide's
+            Gaussian pushed through that flow conditioned on a context from the encoder; or a
+            :class:`~ppdgm.flows.ConditionalFlow` of your own (not checkpointable by name).
+        prior_flow: None (``N(0, I)``) or one of :data:`PRIOR_FLOWS`: a learned prior, the
+            standard Normal pushed through that flow; or a transform module of your own on
+            ``[z_dim]``.
+        activation: the MLPs' activation (see :data:`ppdgm.nn.ACTIVATIONS`).
+        flow_layers: layers of each named flow.
+        flow_hidden_dims: widths of each flow layer's networks (default: one layer of
+            ``max(32, 4 * z_dim)`` units).
+        context_dim: the size of the encoder's context for the guide flow (default:
+            ``max(16, 2 * z_dim)``).
+
+    Example:
+        >>> vae = VAE(6, 2, [16], guide_flow="iaf")
+        >>> x = torch.bernoulli(torch.full((5, 6), 0.5))
+        >>> vae.log_weights(x, num_samples=3).shape, vae.sample(4, seed=0).shape
+        (torch.Size([3, 5]), torch.Size([4, 6]))
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int,
+        hidden_dims: Sequence[int] = (300, 300),
+        likelihood: str = "bernoulli",
+        guide_flow: str | flows.ConditionalFlow | None = None,
+        prior_flow: str | TransformModule | None = None,
+        *,
+        activation: str = "elu",
+        flow_layers: int = 2,
+        flow_hidden_dims: Sequence[int] | None = None,
+        context_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.z_dim = _positive_int("z_dim", z_dim)
+        hidden = [_positive_int("hidden_dims", h) for h in hidden_dims]
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {activation!r}; choose one of {list(ACTIVATIONS)}"
+            )
+        self._init_likelihood(x_dim, likelihood)
+        flow_hidden = list(flow_hidden_dims or [max(32, 4 * z_dim)])
+
+        def named(flow: object) -> object:
+            return flow if flow is None or isinstance(flow, str) else "custom"
+
+        self._config: dict[str, Any] = {
+            "x_dim": x_dim,
+            "z_dim": z_dim,
+            "hidden_dims": hidden,
+            "likelihood": likelihood,
+            "guide_flow": guide_flow
+            if guide_flow is None or isinstance(guide_flow, str)
+            else "custom",
+            "prior_flow": prior_flow
+            if prior_flow is None or isinstance(prior_flow, str)
+            else "custom",
+            "activation": activation,
+            "flow_layers": flow_layers,
+            "flow_hidden_dims": flow_hidden,
+            "context_dim": context_dim,
+        }
+        self.guide_flow = self._make_guide_flow(guide_flow, context_dim, flow_hidden, flow_layers)
+        context = self.guide_flow.context_dim if self.guide_flow is not None else 0
+        self.encoder = GaussianEncoder(x_dim, z_dim, hidden, activation, context_dim=context)
+        self.decoder = mlp([z_dim, *reversed(hidden), x_dim], activation)
+        self.prior_flow = self._make_prior_flow(prior_flow, flow_hidden, flow_layers)
+        self.register_buffer("prior_loc", torch.zeros(z_dim))
+        self.register_buffer("prior_scale", torch.ones(z_dim))
+
+    def _make_guide_flow(
+        self,
+        guide_flow: str | flows.ConditionalFlow | None,
+        context_dim: int | None,
+        hidden: list[int],
+        layers: int,
+    ) -> flows.ConditionalFlow | None:
+        if guide_flow is None:
+            return None
+        if isinstance(guide_flow, str):
+            if guide_flow not in GUIDE_FLOWS:
+                raise ValueError(
+                    f"unknown guide_flow {guide_flow!r}; choose one of {', '.join(GUIDE_FLOWS)}"
+                )
+            context = max(16, 2 * self.z_dim) if context_dim is None else context_dim
+            return flows.conditional_flow(guide_flow, self.z_dim, context, hidden, layers)
+        if not isinstance(guide_flow, flows.ConditionalFlow):
+            raise ValueError(
+                "guide_flow must be a name or a ppdgm.flows.ConditionalFlow (a guide flow is "
+                f"conditioned on the encoder's context), got {type(guide_flow).__name__}"
+            )
+        if guide_flow.dim != self.z_dim:
+            raise ValueError(
+                f"the guide flow transforms {guide_flow.dim}-dimensional vectors, "
+                f"but z_dim is {self.z_dim}"
+            )
+        return guide_flow
+
+    def _make_prior_flow(
+        self, prior_flow: str | TransformModule | None, hidden: list[int], layers: int
+    ) -> TransformModule | None:
+        if prior_flow is None:
+            return None
+        if isinstance(prior_flow, str):
+            if prior_flow not in PRIOR_FLOWS:
+                raise ValueError(
+                    f"unknown prior_flow {prior_flow!r}; choose one of {', '.join(PRIOR_FLOWS)}"
+                )
+            return PRIOR_FLOWS[prior_flow](self.z_dim, hidden, layers)
+        if not isinstance(prior_flow, nn.Module):
+            raise ValueError(f"prior_flow must be a name or a transform module, got {prior_flow!r}")
+        try:
+            with torch.no_grad():
+                out = prior_flow(torch.zeros(2, self.z_dim))
+        except (RuntimeError, ValueError, IndexError) as e:
+            raise ValueError(
+                f"the prior flow does not accept z of dimension {self.z_dim}: {e}"
+            ) from None
+        if tuple(out.shape) != (2, self.z_dim):
+            raise ValueError(
+                f"the prior flow maps [2, {self.z_dim}] to {list(out.shape)}; it must keep z's "
+                f"dimension {self.z_dim}"
+            )
+        return prior_flow
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments, as checkpoints record them.
+
+        Raises:
+            ValueError: for a VAE with a flow module of its own, which a name cannot rebuild.
+        """
+        if "custom" in (self._config["guide_flow"], self._config.get("prior_flow")):
+            raise ValueError(
+                "a VAE with a flow module of its own cannot be rebuilt from its config; "
+                "save its state_dict and rebuild it in code"
+            )
+        return dict(self._config)
+
+    # -- the distributions -------------------------------------------------------------------
+
+    def prior(self) -> dist.Distribution:
+        """``p(z)``, event ``[z_dim]``."""
+        base = _normal(self.prior_loc, self.prior_scale)
+        if self.prior_flow is None:
+            return base
+        return dist.TransformedDistribution(base, [self.prior_flow])
+
+    def posterior(self, x: Tensor) -> dist.Distribution:
+        """The guide ``q(z | x)`` for checked data ``[N, x_dim]``, event ``[z_dim]``."""
+        loc, scale, context = self.encoder(x)
+        base = _normal(loc, scale)
+        if self.guide_flow is None:
+            return base
+        return dist.TransformedDistribution(base, [self.guide_flow.condition(context)])
+
+    # -- the Pyro programs -------------------------------------------------------------------
+
+    def model(self, x: Tensor) -> None:
+        """The generative story: ``z ~ p(z)``, ``x ~ p(x | z)`` in ``pyro.plate("data")``."""
+        x = self.check(x)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", self.prior())
+            pyro.sample("x", self.likelihood(z), obs=x)
+
+    def guide(self, x: Tensor) -> None:
+        """The amortized guide: ``z ~ q(z | x)`` in ``pyro.plate("data")``."""
+        x = self.check(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", self.posterior(x))
+
+    # -- direct computations -----------------------------------------------------------------
+
+    def log_weights(
+        self, x: Tensor, num_samples: int = 1, beta: float = 1.0, analytic_kl: bool = False
+    ) -> Tensor:
+        x = self.check(x)
+        q = self.posterior(x)
+        z = q.rsample((_positive_int("num_samples", num_samples),))
+        if analytic_kl and self._gaussian_pair():
+            latent = -kl_divergence(q, self.prior())
+        else:
+            latent = self.prior().log_prob(z) - q.log_prob(z)
+        return self.likelihood(z).log_prob(x) + beta * latent
+
+    def _gaussian_pair(self) -> bool:
+        return self.guide_flow is None and self.prior_flow is None
+
+    def analytic_kl(self, x: Tensor) -> Tensor | None:
+        """``KL(q(z | x) || p(z))`` per row in closed form, ``[N]``, when both are Gaussian
+        (no flows); None otherwise."""
+        if not self._gaussian_pair():
+            return None
+        return kl_divergence(self.posterior(self.check(x)), self.prior())
+
+    def encode(self, x: Tensor) -> Tensor:
+        """A point summary of ``q(z | x)`` per row, ``[N, z_dim]``: the guide's Gaussian mean,
+        pushed through the guide flow at the row's context."""
+        with torch.no_grad():
+            loc, _, context = self.encoder(self.check(x))
+            return loc if self.guide_flow is None else self.guide_flow.condition(context)(loc)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """The decoder's mean at :meth:`encode`'s point, ``[N, x_dim]``."""
+        with torch.no_grad():
+            return self._mean(self.encode(x))
+
+    def _sample_latent(self, n: int) -> Tensor:
+        return self.prior().sample((n,))
+
+
+class GMVAE(VAE):
+    r"""A VAE whose prior is a uniform mixture of ``components`` diagonal Gaussians with learned
+    means and scales (the CS236 GMVAE); ``log p(z)`` sums the mixture out exactly.
+
+    Arguments:
+        x_dim, z_dim, hidden_dims, likelihood, guide_flow: as for :class:`VAE`.
+        components: the number of mixture components.
+        **kwargs: ``activation``, ``flow_layers``, ``flow_hidden_dims``, ``context_dim``.
+
+    Example:
+        >>> gmvae = GMVAE(6, 2, [16], components=3)
+        >>> gmvae.prior().log_prob(torch.zeros(4, 2)).shape
+        torch.Size([4])
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int,
+        hidden_dims: Sequence[int] = (300, 300),
+        likelihood: str = "bernoulli",
+        guide_flow: str | flows.ConditionalFlow | None = None,
+        components: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs.pop("prior_flow", None) is not None:
+            raise ValueError("GMVAE's prior is a mixture of Gaussians; it takes no prior_flow")
+        super().__init__(x_dim, z_dim, hidden_dims, likelihood, guide_flow, **kwargs)
+        k = _positive_int("components", components)
+        self._config.pop("prior_flow")
+        self._config["components"] = k
+        self.component_loc = nn.Parameter(torch.randn(k, z_dim) / math.sqrt(k * z_dim))
+        self.component_raw_scale = nn.Parameter(torch.full((k, z_dim), math.log(math.e - 1)))
+
+    def _gaussian_pair(self) -> bool:
+        return False
+
+    def prior(self) -> dist.Distribution:
+        """The mixture ``p(z) = (1/K) sum_k N(z; mu_k, diag sigma_k^2)``, event ``[z_dim]``."""
+        k = self.component_loc.shape[0]
+        weights = dist.Categorical(logits=self.component_loc.new_zeros(k), validate_args=False)
+        scale = nn.functional.softplus(self.component_raw_scale) + 1e-6
+        return dist.MixtureSameFamily(weights, _normal(self.component_loc, scale))
+
+
+class HierarchicalVAE(_LatentVariableModel):
+    r"""A VAE with two stochastic layers (as in the IAF and IWAE papers' two-layer models):
+
+    .. math::
+
+        z_2 \sim N(0, I), \quad z_1 \mid z_2 \sim N(\mu(z_2), \sigma(z_2)^2), \quad
+        x \mid z_1 \sim p(x \mid z_1),
+
+    with the bottom-up guide ``q(z_1 | x) q(z_2 | z_1)``.
+
+    Arguments:
+        x_dim: the data dimension.
+        z_dims: ``(z1_dim, z2_dim)``.
+        hidden_dims: ``(widths between x and z1, widths between z1 and z2)``; each decoder
+            mirrors its encoder.
+        likelihood: ``"bernoulli"`` or ``"gaussian"``.
+        activation: the MLPs' activation.
+
+    Example:
+        >>> hvae = HierarchicalVAE(6, (3, 2), ([16], [8]))
+        >>> hvae.log_weights(torch.ones(5, 6), 4).shape
+        torch.Size([4, 5])
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dims: Sequence[int] = (100, 50),
+        hidden_dims: Sequence[Sequence[int]] = ((200, 200), (100, 100)),
+        likelihood: str = "bernoulli",
+        *,
+        activation: str = "tanh",
+    ) -> None:
+        super().__init__()
+        if len(z_dims) != 2 or len(hidden_dims) != 2:
+            raise ValueError(
+                f"HierarchicalVAE takes two latent sizes and two lists of widths, got "
+                f"z_dims={z_dims!r}, hidden_dims={hidden_dims!r}"
+            )
+        z1, z2 = (_positive_int("z_dims", z) for z in z_dims)
+        h1, h2 = ([_positive_int("hidden_dims", h) for h in hs] for hs in hidden_dims)
+        self._init_likelihood(x_dim, likelihood)
+        self.z_dims = (z1, z2)
+        self.config = {
+            "x_dim": x_dim,
+            "z_dims": [z1, z2],
+            "hidden_dims": [h1, h2],
+            "likelihood": likelihood,
+            "activation": activation,
+        }
+        self.encoder1 = GaussianEncoder(x_dim, z1, h1, activation)
+        self.encoder2 = GaussianEncoder(z1, z2, h2, activation)
+        self.decoder2 = GaussianEncoder(z2, z1, list(reversed(h2)), activation)
+        self.decoder = mlp([z1, *reversed(h1), x_dim], activation)
+        self.register_buffer("prior_loc", torch.zeros(z2))
+        self.register_buffer("prior_scale", torch.ones(z2))
+
+    def prior(self) -> dist.Distribution:
+        """``p(z2) = N(0, I)``."""
+        return _normal(self.prior_loc, self.prior_scale)
+
+    def conditional_prior(self, z2: Tensor) -> dist.Distribution:
+        """``p(z1 | z2)``."""
+        loc, scale, _ = self.decoder2(z2)
+        return _normal(loc, scale)
+
+    def posterior1(self, x: Tensor) -> dist.Distribution:
+        """``q(z1 | x)``."""
+        loc, scale, _ = self.encoder1(x)
+        return _normal(loc, scale)
+
+    def posterior2(self, z1: Tensor) -> dist.Distribution:
+        """``q(z2 | z1)``."""
+        loc, scale, _ = self.encoder2(z1)
+        return _normal(loc, scale)
+
+    def model(self, x: Tensor) -> None:
+        """``z2 ~ N(0, I)``, ``z1 ~ p(z1 | z2)``, ``x ~ p(x | z1)`` in ``pyro.plate("data")``."""
+        x = self.check(x)
+        with pyro.plate("data", x.shape[0]):
+            z2 = pyro.sample("z2", self.prior())
+            z1 = pyro.sample("z1", self.conditional_prior(z2))
+            pyro.sample("x", self.likelihood(z1), obs=x)
+
+    def guide(self, x: Tensor) -> None:
+        """``z1 ~ q(z1 | x)``, ``z2 ~ q(z2 | z1)`` in ``pyro.plate("data")``."""
+        x = self.check(x)
+        with pyro.plate("data", x.shape[0]):
+            z1 = pyro.sample("z1", self.posterior1(x))
+            pyro.sample("z2", self.posterior2(z1))
+
+    def log_weights(
+        self, x: Tensor, num_samples: int = 1, beta: float = 1.0, analytic_kl: bool = False
+    ) -> Tensor:
+        x = self.check(x)  # no closed-form KL here: analytic_kl changes nothing
+        q1 = self.posterior1(x)
+        z1 = q1.rsample((_positive_int("num_samples", num_samples),))
+        q2 = self.posterior2(z1)
+        z2 = q2.rsample()
+        latent = (
+            self.prior().log_prob(z2)
+            + self.conditional_prior(z2).log_prob(z1)
+            - q1.log_prob(z1)
+            - q2.log_prob(z2)
+        )
+        return self.likelihood(z1).log_prob(x) + beta * latent
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The mean of ``q(z1 | x)`` per row, ``[N, z1_dim]``."""
+        with torch.no_grad():
+            return self.encoder1(self.check(x))[0]
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """The decoder's mean at :meth:`encode`'s point, ``[N, x_dim]``."""
+        with torch.no_grad():
+            return self._mean(self.encode(x))
+
+    def _sample_latent(self, n: int) -> Tensor:
+        return self.conditional_prior(self.prior().sample((n,))).sample()
