@@ -81,6 +81,11 @@ class _LatentVariableModel(nn.Module):
         """The number of trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
+    def summary(self) -> str:
+        """One line: the model, its settings and its number of parameters."""
+        settings = ", ".join(f"{k}={v}" for k, v in self.config.items())
+        return f"{type(self).__name__}({settings}): {self.num_parameters:,} parameters"
+
     def check(self, x: Any) -> Tensor:
         """``x`` as ``[N, x_dim]`` data in the parameters' dtype.
 
@@ -116,13 +121,18 @@ class _LatentVariableModel(nn.Module):
             z = self._sample_latent(n)
             return self._mean(z) if mean else self.likelihood(z).sample()
 
+    @torch.no_grad()
     def elbo(self, x: Tensor, num_samples: int = 1) -> Tensor:
         """A Monte Carlo estimate of each row's evidence lower bound, ``[N]``: the mean of
-        :meth:`log_weights` over ``num_samples`` draws of ``q``."""
+        :meth:`log_weights` over ``num_samples`` draws of ``q`` (for evaluation: no gradients;
+        :class:`ppdgm.svi.SVIObjective` trains)."""
         return self.log_weights(x, num_samples).mean(0)
 
+    @torch.no_grad()
     def iwae(self, x: Tensor, num_samples: int) -> Tensor:
-        """Each row's importance-weighted bound with ``num_samples`` draws, ``[N]``."""
+        """Each row's importance-weighted bound with ``num_samples`` draws, ``[N]`` (for
+        evaluation: no gradients; :class:`ppdgm.estimate.LogLikelihood` adds standard errors
+        and diagnostics)."""
         lw = self.log_weights(x, num_samples)
         return torch.logsumexp(lw, 0) - math.log(lw.shape[0])
 

@@ -34,6 +34,7 @@ __all__ = [
     "download",
     "load",
     "load_binarized_mnist",
+    "load_digit_labels",
     "load_digits",
     "read_amat",
     "write_amat",
@@ -214,11 +215,32 @@ def load_digits(
         x = (x >= threshold).to(torch.float32)
     if split == "all":
         return x
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    return x[_digits_split(len(x), split, seed)]
+
+
+def load_digit_labels(split: str = "all", *, seed: int = 0) -> Tensor:
+    """The classes ``0..9`` of the images :func:`load_digits` gives for ``split`` and ``seed``,
+    in the same order, ``[N]`` int64 (for colouring latent maps; the models never see them).
+
+    Example:
+        >>> load_digit_labels("valid").shape
+        torch.Size([200])
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    y = torch.from_numpy(sklearn_digits().target.astype(np.int64))
+    if split == "all":
+        return y
+    return y[_digits_split(len(y), split, seed)]
+
+
+def _digits_split(n: int, split: str, seed: int) -> Tensor:
+    """The indices of ``split`` in the digits' shuffle fixed by ``seed``."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     parts = {"test": order[:200], "valid": order[200:400], "train": order[400:]}
     if split not in parts:
         raise ValueError(f"unknown split {split!r}; choose one of all, {', '.join(SPLITS)}")
-    return x[parts[split]]
+    return parts[split]
 
 
 def load(name: str, split: str, data_dir: str | os.PathLike[str] | None = None) -> Tensor:

@@ -35,6 +35,7 @@ __all__ = [
     "query_section",
     "run",
     "sampling_section",
+    "vae_section",
 ]
 
 Section = Callable[[Path], None]
@@ -211,6 +212,13 @@ def autoregressive_section(out_dir: Path) -> None:
     print(demo_section(out_dir))
 
 
+def vae_section(out_dir: Path) -> None:
+    """A VAE with an IAF guide trained by SVI on 8x8 digits for a few seconds, with its bounds."""
+    from ppdgm.commands.vae import demo_section
+
+    print(demo_section(out_dir))
+
+
 SECTIONS: list[Section] = [
     network_section,
     sampling_section,
@@ -221,6 +229,7 @@ SECTIONS: list[Section] = [
     independence_section,
     estimators_section,
     autoregressive_section,
+    vae_section,
 ]
 """The sections :func:`run` runs, in order."""
 

@@ -78,6 +78,38 @@ class Estimate:
     def __len__(self) -> int:
         return self.log_prob.shape[0]
 
+    @classmethod
+    def concat(cls, parts: Sequence[Estimate]) -> Estimate:
+        """One estimate of the data points of ``parts`` (estimates of disjoint batches of rows,
+        made with the same method and number of samples), in order.
+
+        Raises:
+            ValueError: for no parts, or parts of different methods or numbers of samples.
+
+        Example:
+            >>> a = Estimate(torch.tensor([-1.0]), torch.zeros(1), None, "exact", None)
+            >>> Estimate.concat([a, a]).log_prob
+            tensor([-1., -1.])
+        """
+        if not parts:
+            raise ValueError("no estimates to concatenate")
+        first = parts[0]
+        if any((p.method, p.num_samples) != (first.method, first.num_samples) for p in parts):
+            raise ValueError("estimates of different methods or sample sizes do not concatenate")
+
+        def cat(name: str) -> Tensor | None:
+            values = [getattr(p, name) for p in parts]
+            return None if any(v is None for v in values) else torch.cat(values)
+
+        return cls(
+            torch.cat([p.log_prob for p in parts]),
+            torch.cat([p.stderr for p in parts]),
+            cat("ess"),
+            first.method,
+            first.num_samples,
+            cat("pareto_k"),
+        )
+
     @property
     def total(self) -> float:
         """``sum_i log p(x_i)``."""

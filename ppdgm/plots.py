@@ -12,9 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
-__all__ = ["image_shape", "save_learning_curves", "save_sample_grid"]
+__all__ = [
+    "image_shape",
+    "save_latent_map",
+    "save_learning_curves",
+    "save_reconstructions",
+    "save_sample_grid",
+]
 
 
 def _figure(width: float, height: float) -> Any:
@@ -98,13 +105,78 @@ def save_learning_curves(
     axes.plot(epochs, [h["train_loss"] for h in history], "o-", label="training loss")
     valid = [(h["epoch"], h["valid_nll"]) for h in history if h.get("valid_nll") is not None]
     if valid:
-        axes.plot(*zip(*valid, strict=True), "s-", label="validation NLL")
+        bound = any(h.get("valid_bound") == "elbo" for h in history)
+        label = "validation -ELBO (NLL bound)" if bound else "validation NLL"
+        axes.plot(*zip(*valid, strict=True), "s-", label=label)
         best = min(valid, key=lambda item: item[1])
         axes.axvline(best[0], color="gray", linestyle=":", label=f"best, epoch {best[0]}")
     axes.set_xlabel("epoch")
     axes.set_ylabel("nats per example")
     axes.legend()
     axes.grid(alpha=0.3)
+    if title:
+        axes.set_title(title)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def save_reconstructions(
+    x: Tensor, reconstructions: Tensor, path: str | os.PathLike[str], *, title: str | None = None
+) -> Path:
+    """Draws data and their reconstructions as a grid: each data row above its reconstruction
+    (up to 16 per row of the grid).
+
+    Raises:
+        ValueError: if the two do not have the same shape.
+    """
+    if x.shape != reconstructions.shape:
+        raise ValueError(
+            f"data {tuple(x.shape)} and reconstructions {tuple(reconstructions.shape)} differ"
+        )
+    columns = min(16, len(x))
+    blocks = []
+    for first in range(0, len(x), columns):
+        part, recon = x[first : first + columns], reconstructions[first : first + columns]
+        pad = columns - len(part)
+        if pad:
+            filler = part.new_full((pad, x.shape[1]), float(x.min()))
+            part, recon = torch.cat([part, filler]), torch.cat([recon, filler])
+        blocks += [part, recon]
+    return save_sample_grid(torch.cat(blocks), path, columns=columns, title=title)
+
+
+def save_latent_map(
+    z: Tensor,
+    path: str | os.PathLike[str],
+    *,
+    labels: Tensor | None = None,
+    title: str | None = None,
+) -> Path:
+    """A scatter plot of latent codes ``[n, k]`` (the first two principal components when
+    ``k > 2``), coloured by ``labels`` when given.
+
+    Raises:
+        ValueError: for codes that are not ``[n, k]`` with ``k >= 2``, or labels of another length.
+    """
+    z = z.detach().cpu().double()
+    if z.dim() != 2 or z.shape[1] < 2:
+        raise ValueError(f"a latent map needs [n, k >= 2] codes, got {tuple(z.shape)}")
+    if labels is not None and len(labels) != len(z):
+        raise ValueError(f"{len(labels)} labels for {len(z)} codes")
+    axes_names = ("z1", "z2")
+    if z.shape[1] > 2:
+        centered = z - z.mean(0)
+        _, _, v = torch.linalg.svd(centered, full_matrices=False)
+        z = centered @ v[:2].T
+        axes_names = ("principal component 1", "principal component 2")
+    figure = _figure(5.5, 5.0)
+    axes = figure.add_subplot()
+    colours = None if labels is None else labels.cpu().numpy()
+    points = axes.scatter(z[:, 0].numpy(), z[:, 1].numpy(), c=colours, s=4, cmap="tab10")
+    if labels is not None:
+        figure.colorbar(points, ax=axes)
+    axes.set_xlabel(axes_names[0])
+    axes.set_ylabel(axes_names[1])
     if title:
         axes.set_title(title)
     figure.tight_layout()

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ppdgm.commands import vae
 from ppdgm.commands._common import positive_int
 
 __all__ = ["build", "register"]
@@ -19,11 +20,11 @@ def register(subparsers: Any) -> None:
     """Adds ``ppdgm fit``, ``ppdgm sample`` and ``ppdgm evaluate`` to the ``ppdgm`` parser."""
     fit = subparsers.add_parser(
         "fit",
-        help="train an autoregressive model (fvsbn, nade, made) by maximum likelihood",
+        help="train a model: fvsbn, nade, made by maximum likelihood; vae, gmvae, hvae by SVI",
         description="Train a model of the zoo on binarized MNIST or scikit-learn's digits with "
         "Adam, validating every epoch; checkpoints, metrics.jsonl and pictures go to --out.",
     )
-    fit.add_argument("model", metavar="MODEL", help="fvsbn, nade or made")
+    fit.add_argument("model", metavar="MODEL", help="fvsbn, nade, made, vae, gmvae or hvae")
     fit.add_argument("--data", default="digits", help="binarized-mnist or digits (digits)")
     fit.add_argument("--data-dir", help="the folder of the binarized MNIST .amat files")
     fit.add_argument("--out", help="the folder of the run (runs/MODEL-DATA)")
@@ -33,8 +34,8 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--patience", type=positive_int, help="early stopping after N bad epochs")
     fit.add_argument(
         "--hidden",
-        default="500",
-        help="hidden units: NADE's d, MADE's widths as a comma-separated list (500)",
+        help="hidden units: NADE's d, MADE's widths as a comma-separated list (500); a VAE's "
+        "encoder widths (300,300; hvae: 200,200:100,100)",
     )
     fit.add_argument("--num-masks", type=positive_int, default=1, help="MADE's masks (1)")
     fit.add_argument("--ordering", default="natural", help="MADE: natural, random or agnostic")
@@ -44,6 +45,7 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--resume", action="store_true", help="continue the run in --out")
     fit.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     fit.add_argument("--no-progress", action="store_true", help="no progress bar")
+    vae.add_fit_arguments(fit)
     fit.set_defaults(run=run_fit)
 
     sample = subparsers.add_parser(
@@ -59,14 +61,19 @@ def register(subparsers: Any) -> None:
 
     evaluate = subparsers.add_parser(
         "evaluate",
-        help="exact negative log-likelihood of a checkpoint on a data split",
+        help="negative log-likelihood of a checkpoint on a data split",
         description="Rebuild the model saved in CHECKPOINT and print its exact mean negative "
-        "log-likelihood on the split of the data it was trained on, in nats and bits/dim.",
+        "log-likelihood on the split of the data it was trained on, in nats and bits/dim; for "
+        "a VAE, the ELBO and the importance-weighted bounds with --samples.",
     )
     evaluate.add_argument("checkpoint", metavar="CHECKPOINT")
     evaluate.add_argument("--split", default="valid", help="train, valid or test (valid)")
     evaluate.add_argument("--data-dir", help="the .amat folder (default: the one of training)")
     evaluate.add_argument("--batch-size", type=positive_int, default=100, help="rows per pass")
+    evaluate.add_argument(
+        "--samples", default="1,10,100,1000", help="VAEs: the K of each IWAE bound (1,10,100,1000)"
+    )
+    evaluate.add_argument("--rows", type=positive_int, help="only the first N rows of the split")
     evaluate.set_defaults(run=run_evaluate)
 
 
@@ -101,11 +108,18 @@ def run_fit(args: argparse.Namespace) -> int:
     from ppdgm.train import fit, retain_freed_memory
 
     model_class(args.model)  # an unknown name fails before the data are read
+    variational = args.model.lower() in vae.VAE_MODELS
     retain_freed_memory()
     train = load(args.data, "train", args.data_dir)[: args.train_rows]
     valid = load(args.data, "valid", args.data_dir)[: args.valid_rows]
     torch.manual_seed(args.seed)
-    model = build(args.model, train.shape[1], args.hidden, args.num_masks, args.ordering)
+    if variational:
+        model = vae.build_vae(args.model.lower(), train.shape[1], args)
+        extra: dict[str, Any] = {"objective": vae.objective(args)}
+    else:
+        hidden = args.hidden or "500"
+        model = build(args.model, train.shape[1], hidden, args.num_masks, args.ordering)
+        extra = {}
     print(model.summary())
     out = Path(args.out or f"runs/{args.model.lower()}-{args.data}")
     data = {
@@ -127,6 +141,7 @@ def run_fit(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         data=data,
+        **extra,
     )
     if result.history:
         print(
@@ -135,8 +150,9 @@ def run_fit(args: argparse.Namespace) -> int:
         )
     if result.best_valid_nll is not None:
         bits = result.best_valid_nll / (train.shape[1] * math.log(2))
+        what = "-ELBO (an NLL bound)" if variational else "NLL"
         print(
-            f"best validation NLL {result.best_valid_nll:.4f} nats ({bits:.4f} bits/dim) at "
+            f"best validation {what} {result.best_valid_nll:.4f} nats ({bits:.4f} bits/dim) at "
             f"epoch {result.best_epoch}"
         )
     print(f"checkpoint: {out / 'best.pt'}; metrics: {out / 'metrics.jsonl'}")
@@ -149,7 +165,8 @@ def run_sample(args: argparse.Namespace) -> int:
     from ppdgm.plots import save_sample_grid
 
     model, _ = load_model(args.checkpoint)
-    samples = model.sample(args.n, seed=args.seed)
+    means = type(model).__name__ in ("VAE", "GMVAE", "HierarchicalVAE")  # pixel probabilities
+    samples = model.sample(args.n, seed=args.seed, **({"mean": True} if means else {}))
     path = save_sample_grid(samples, args.output, title=type(model).__name__)
     print(f"wrote {args.n} samples of {type(model).__name__} to {path}")
     return 0
@@ -165,7 +182,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     data = checkpoint.get("data") or {}
     if "name" not in data:
         raise ValueError(f"{args.checkpoint} does not say which data it was trained on")
-    x = load(data["name"], args.split, args.data_dir or data.get("data_dir"))
+    x = load(data["name"], args.split, args.data_dir or data.get("data_dir"))[: args.rows]
+    if not hasattr(model, "log_prob"):  # a VAE: bounds, not the exact value
+        samples = vae.parse_sizes(args.samples, "--samples")
+        print(f"{type(model).__name__} on {data['name']} {args.split} ({len(x):,} rows)")
+        print(vae.estimate_table(model, x, samples, rows_per_pass=args.batch_size))
+        return 0
     scores = evaluate(model, x, batch_size=args.batch_size)
     print(f"{type(model).__name__} on {data['name']} {args.split} ({scores['rows']:,} rows, exact)")
     print(f"  NLL {scores['nll']:.4f} nats per example, {scores['bits_per_dim']:.4f} bits/dim")

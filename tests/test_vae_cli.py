@@ -1,0 +1,123 @@
+"""``ppdgm fit vae``, ``ppdgm evaluate`` and ``ppdgm sample`` for VAEs, and their bad input."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from ppdgm.checkpoint import load_model
+from ppdgm.cli import main
+from ppdgm.data import load_digits
+from ppdgm.models import VAE, HierarchicalVAE
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_fit_evaluate_and_sample_a_vae_with_flows(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    args = ["fit", "vae", "--epochs", "2", "--out", str(out), "--no-progress"]
+    args += ["--z-dim", "3", "--hidden", "32", "--guide-flow", "iaf", "--prior-flow", "maf"]
+    args += ["--loss", "iwae", "--particles", "4", "--anneal-steps", "20", "--train-rows", "200"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "guide_flow=iaf, prior_flow=maf" in text
+    assert "best validation -ELBO (an NLL bound)" in text
+    model, checkpoint = load_model(out / "best.pt", expect=VAE)
+    assert checkpoint["settings"]["objective"]["loss"] == "iwae"
+    assert checkpoint["settings"]["objective"]["num_particles"] == 4
+    assert {"samples.png", "learning_curves.png"} <= {p.name for p in out.iterdir()}
+
+    assert main(["evaluate", str(out / "best.pt"), "--samples", "1,50", "--rows", "40"]) == 0
+    table = capsys.readouterr().out
+    per_point = {
+        label: float(value)
+        for label, value in re.findall(
+            r"^(ELBO \(50 samples\)|IWAE K=1|IWAE K=50)\s+\S+\s+\S+\s+(\S+)", table, re.M
+        )
+    }
+    assert set(per_point) == {"ELBO (50 samples)", "IWAE K=1", "IWAE K=50"}
+    # the table's numbers are LogLikelihood's: the ELBO is below the IWAE bound with K=50
+    valid = load_digits("valid")[:40]
+    assert per_point["ELBO (50 samples)"] < per_point["IWAE K=50"]
+    torch.manual_seed(0)
+    direct = float(model.elbo(valid, 200).mean())
+    assert direct == pytest.approx(per_point["ELBO (50 samples)"], abs=0.5)
+
+    assert main(["sample", str(out / "best.pt"), "-n", "9", "-o", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fit_hierarchical_and_mixture_vaes(tmp_path: Path, capsys) -> None:
+    common = ["--epochs", "1", "--no-progress", "--train-rows", "100"]
+    assert (
+        main(
+            [
+                "fit",
+                "hvae",
+                "--z-dim",
+                "6,3",
+                "--hidden",
+                "16:8",
+                "--out",
+                str(tmp_path / "h"),
+                *common,
+            ]
+        )
+        == 0
+    )
+    model, _ = load_model(tmp_path / "h" / "best.pt", expect=HierarchicalVAE)
+    assert model.z_dims == (6, 3)
+    assert (
+        main(
+            [
+                "fit",
+                "gmvae",
+                "--z-dim",
+                "2",
+                "--hidden",
+                "16",
+                "--components",
+                "3",
+                "--out",
+                str(tmp_path / "g"),
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert load_model(tmp_path / "g" / "best.pt")[0].component_loc.shape == (3, 2)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["fit", "gmvae", "--prior-flow", "maf"], "drop --prior-flow"),
+        (["fit", "vae", "--guide-flow", "maf"], "unknown guide_flow 'maf'"),
+        (["fit", "vae", "--loss", "kl"], "unknown loss 'kl'"),
+        (["fit", "vae", "--z-dim", "2,3"], "--z-dim takes one size"),
+        (["fit", "hvae", "--z-dim", "4"], "hvae takes --z-dim z1,z2"),
+        (["fit", "vae", "--hidden", "a,b"], "--hidden takes comma-separated positive integers"),
+        (["fit", "vae", "--likelihood", "gaussian", "--data", "digits"], None),
+    ],
+)
+def test_bad_vae_settings(tmp_path: Path, capsys, args: list[str], message: str | None) -> None:
+    code = main(
+        [
+            *args,
+            "--epochs",
+            "1",
+            "--train-rows",
+            "50",
+            "--out",
+            str(tmp_path / "r"),
+            "--no-progress",
+        ]
+    )
+    if message is None:  # gaussian on binary data is allowed: 0 and 1 are real numbers
+        assert code == 0
+        return
+    assert code == 2
+    assert message in capsys.readouterr().err
