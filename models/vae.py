@@ -55,7 +55,12 @@ def _positive_int(name: str, value: Any) -> int:
 
 
 def _normal(loc: Tensor, scale: Tensor) -> dist.Distribution:
-    return dist.Normal(loc, scale, validate_args=False).to_event(1)
+    return _independent(dist.Normal(loc, scale, validate_args=False))
+
+
+def _independent(base: dist.Distribution) -> dist.Distribution:
+    # the data were checked once; validating again at every step costs a pass over them
+    return dist.Independent(base, 1, validate_args=False)
 
 
 class _LatentVariableModel(nn.Module):
@@ -82,9 +87,11 @@ class _LatentVariableModel(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def summary(self) -> str:
-        """One line: the model, its settings and its number of parameters."""
-        settings = ", ".join(f"{k}={v}" for k, v in self.config.items())
-        return f"{type(self).__name__}({settings}): {self.num_parameters:,} parameters"
+        """A few lines: the networks, the guide, the prior and the number of parameters."""
+        return "\n".join([*self._describe(), f"  {self.num_parameters:,} parameters"])
+
+    def _describe(self) -> list[str]:
+        raise NotImplementedError
 
     def check(self, x: Any) -> Tensor:
         """``x`` as ``[N, x_dim]`` data in the parameters' dtype.
@@ -105,7 +112,7 @@ class _LatentVariableModel(nn.Module):
         """``p(x | z)`` for latents ``[..., z_dim]`` (of the decoder's input), event ``[x_dim]``."""
         out = self.decoder(z)
         if self.likelihood_name == "bernoulli":
-            return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
+            return _independent(dist.Bernoulli(logits=out, validate_args=False))
         return _normal(out, self.x_log_scale.exp().expand_as(out))
 
     def _mean(self, z: Tensor) -> Tensor:
@@ -305,6 +312,23 @@ class VAE(_LatentVariableModel):
             )
         return dict(self._config)
 
+    def _describe(self) -> list[str]:
+        c = self._config
+        widths = [str(h) for h in c["hidden_dims"]]
+        encoder = "-".join([str(self.x_dim), *widths, str(2 * self.z_dim)])
+        decoder = "-".join([str(self.z_dim), *reversed(widths), str(self.x_dim)])
+        flow = c["guide_flow"]
+        guide = "diagonal Gaussian (mean-field)" if flow is None else f"Gaussian + {flow} flow"
+        return [
+            f"{type(self).__name__}: x {self.x_dim}, z {self.z_dim}; encoder {encoder}, "
+            f"decoder {decoder} ({c['activation']}); {self.likelihood_name} likelihood",
+            f"  guide: {guide}; prior: {self._prior_name()}",
+        ]
+
+    def _prior_name(self) -> str:
+        flow = self._config.get("prior_flow")
+        return "N(0, I)" if flow is None else f"N(0, I) + {flow} flow"
+
     # -- the distributions -------------------------------------------------------------------
 
     def prior(self) -> dist.Distribution:
@@ -414,6 +438,9 @@ class GMVAE(VAE):
     def _gaussian_pair(self) -> bool:
         return False
 
+    def _prior_name(self) -> str:
+        return f"uniform mixture of {self._config['components']} Gaussians"
+
     def prior(self) -> dist.Distribution:
         """The mixture ``p(z) = (1/K) sum_k N(z; mu_k, diag sigma_k^2)``, event ``[z_dim]``."""
         k = self.component_loc.shape[0]
@@ -478,6 +505,14 @@ class HierarchicalVAE(_LatentVariableModel):
         self.decoder = mlp([z1, *reversed(h1), x_dim], activation)
         self.register_buffer("prior_loc", torch.zeros(z2))
         self.register_buffer("prior_scale", torch.ones(z2))
+
+    def _describe(self) -> list[str]:
+        (z1, z2), (h1, h2) = self.z_dims, self.config["hidden_dims"]
+        return [
+            f"HierarchicalVAE: x {self.x_dim}, z1 {z1}, z2 {z2}; widths x-z1 {h1}, z1-z2 {h2} "
+            f"({self.config['activation']}); {self.likelihood_name} likelihood",
+            "  model z2 -> z1 -> x, guide q(z1 | x) q(z2 | z1); prior on z2: N(0, I)",
+        ]
 
     def prior(self) -> dist.Distribution:
         """``p(z2) = N(0, I)``."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import pyro
@@ -30,7 +31,15 @@ from pyro.distributions import Distribution
 from pyro.nn import PyroModule
 from torch import Tensor
 
-__all__ = ["Autoregressive", "Chain", "check_data", "joint_table_size", "seeded", "walk"]
+__all__ = [
+    "Autoregressive",
+    "Chain",
+    "check_data",
+    "joint_table_size",
+    "seeded",
+    "values_checked",
+    "walk",
+]
 
 #: A chain: yields the distribution of step ``t``, receives its value, for ``t = 0..D-1``.
 Chain = Generator[Distribution, Tensor, None]
@@ -59,6 +68,8 @@ def check_data(x: Any, dim: int, *, binary: bool, name: str, dtype: torch.dtype)
     if x.dim() != 2 or x.shape[1] != dim:
         raise ValueError(f"{name} expects x of shape [N, {dim}], got {tuple(x.shape)}")
     x = x.to(dtype)
+    if _VALUES_CHECKED.get():
+        return x
     # x (1 - x) is 0 exactly at 0 and 1, and NaN or nonzero anywhere else: one cheap pass
     if bool((x * (1 - x) if binary else x - x).any()):
         bad = ((x != 0) & (x != 1)) if binary else ~torch.isfinite(x)
@@ -73,6 +84,21 @@ def check_data(x: Any, dim: int, *, binary: bool, name: str, dtype: torch.dtype)
             )
         raise ValueError(f"x[{row}, {col}] = {value:g}; {name} needs finite values")
     return x
+
+
+_VALUES_CHECKED: ContextVar[bool] = ContextVar("ppdgm_values_checked", default=False)
+
+
+@contextmanager
+def values_checked() -> Iterator[None]:
+    """Inside the block :func:`check_data` checks types and shapes but does not scan the values
+    again: for a training loop whose data were checked in full before it began (one scan of
+    the data set instead of one per minibatch and step)."""
+    token = _VALUES_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _VALUES_CHECKED.reset(token)
 
 
 def joint_table_size(dim: int) -> str:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ppdgm.autoregressive import values_checked
 from ppdgm.checkpoint import load_model, model_spec, read_checkpoint, save_checkpoint
 from ppdgm.data import batches
 from ppdgm.plots import save_learning_curves, save_sample_grid
@@ -226,7 +227,8 @@ def fit(
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
             for b, batch in enumerate(batches(train, batch_size, seed=seed, epoch=epoch)):
                 step = epoch * steps_per_epoch + b
-                loss = objective(model, batch, step)
+                with values_checked():  # train was checked in full above
+                    loss = objective(model, batch, step)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -23,7 +23,7 @@ def test_fit_evaluate_and_sample_a_vae_with_flows(tmp_path: Path, capsys) -> Non
     args += ["--loss", "iwae", "--particles", "4", "--anneal-steps", "20", "--train-rows", "200"]
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "guide_flow=iaf, prior_flow=maf" in text
+    assert "guide: Gaussian + iaf flow; prior: N(0, I) + maf flow" in text
     assert "best validation -ELBO (an NLL bound)" in text
     model, checkpoint = load_model(out / "best.pt", expect=VAE)
     assert checkpoint["settings"]["objective"]["loss"] == "iwae"
