@@ -148,6 +148,7 @@ def quality(
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        weight_decay=args.weight_decay,
         patience=args.patience,
         max_seconds=budget,
         seed=args.seed,
@@ -176,6 +177,7 @@ def quality(
         "settings": {
             "batch_size": args.batch_size,
             "lr": args.lr,
+            "weight_decay": args.weight_decay,
             "patience": args.patience,
             "epochs": args.epochs,
             "budget_minutes": args.budget_minutes,
@@ -201,6 +203,7 @@ def main() -> None:
     parser.add_argument("--budget-minutes", type=float, help="training time per model")
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="Adam's L2 penalty")
     parser.add_argument("--train-rows", type=int, help="the first N training images only")
     parser.add_argument("--valid-rows", type=int, help="the first N validation images only")
     parser.add_argument("--made-ordering", default="agnostic", help="ordering of made-32masks")

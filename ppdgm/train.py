@@ -129,6 +129,7 @@ def fit(
     epochs: int = 10,
     batch_size: int = 100,
     lr: float = 1e-3,
+    weight_decay: float = 0.0,
     patience: int | None = None,
     max_seconds: float | None = None,
     seed: int = 0,
@@ -153,6 +154,7 @@ def fit(
         train, valid: ``[N, D]`` data; ``valid`` None: no validation or early stopping.
         epochs: the epoch to stop after, counting those a resumed run already did.
         batch_size, lr: minibatch size and Adam's learning rate.
+        weight_decay: an L2 penalty on every parameter (Adam's ``weight_decay``); 0: none.
         patience: stop after this many epochs without a lower validation NLL; None: never.
         max_seconds: stop after the epoch during which this much training time (in this call)
             has passed; None: no limit.
@@ -185,9 +187,13 @@ def fit(
         raise ValueError("no training data")
     out = Path(out_dir) if out_dir is not None else None
     settings: dict[str, Any] = {"seed": seed, "batch_size": batch_size, "lr": lr}
+    if weight_decay:
+        settings["weight_decay"] = weight_decay
     if hasattr(objective, "settings"):  # e.g. an SVIObjective: a resumed run must match it
         settings["objective"] = objective.settings
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    if not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be a non-negative number, got {weight_decay!r}")
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     state: dict[str, Any] = {"history": [], "best": math.inf, "best_epoch": None, "bad": 0}
     best_state = None
     if out is not None:

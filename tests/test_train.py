@@ -346,3 +346,21 @@ def test_demo_section(tmp_path: Path) -> None:
     difference = float(re.search(r"largest difference (\S+) over", text).group(1))
     assert difference < 1e-9
     assert (tmp_path / "nade-digits" / "samples.png").read_bytes().startswith(PNG)
+
+
+def test_weight_decay_shrinks_the_weights_and_is_kept_for_resume(synthetic, tmp_path: Path) -> None:
+    _, train, _ = synthetic
+    norms = {}
+    for decay in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = FVSBN(10)
+        out = tmp_path / str(decay)
+        fit(model, train[:200], epochs=3, lr=0.05, weight_decay=decay, out_dir=out,
+            progress=False, plots=False)  # fmt: skip
+        norms[decay] = float(model.weight.detach().tril(-1).norm())
+    assert norms[1.0] < 0.7 * norms[0.0]
+    with pytest.raises(ValueError, match=r"'weight_decay': 1\.0"):
+        fit(FVSBN(10), train[:200], epochs=4, lr=0.05, out_dir=tmp_path / "1.0", resume=True,
+            progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="weight_decay must be a non-negative"):
+        fit(FVSBN(10), train[:200], weight_decay=-1.0, progress=False)
