@@ -171,9 +171,11 @@ def save_latent_map(
         axes_names = ("principal component 1", "principal component 2")
     figure = _figure(5.5, 5.0)
     axes = figure.add_subplot()
-    colours = None if labels is None else labels.cpu().numpy()
-    points = axes.scatter(z[:, 0].numpy(), z[:, 1].numpy(), c=colours, s=4, cmap="tab10")
-    if labels is not None:
+    if labels is None:
+        axes.scatter(z[:, 0].numpy(), z[:, 1].numpy(), s=4)
+    else:
+        colours = labels.cpu().numpy()
+        points = axes.scatter(z[:, 0].numpy(), z[:, 1].numpy(), c=colours, s=4, cmap="tab10")
         figure.colorbar(points, ax=axes)
     axes.set_xlabel(axes_names[0])
     axes.set_ylabel(axes_names[1])

@@ -28,7 +28,8 @@ def test_fit_evaluate_and_sample_a_vae_with_flows(tmp_path: Path, capsys) -> Non
     model, checkpoint = load_model(out / "best.pt", expect=VAE)
     assert checkpoint["settings"]["objective"]["loss"] == "iwae"
     assert checkpoint["settings"]["objective"]["num_particles"] == 4
-    assert {"samples.png", "learning_curves.png"} <= {p.name for p in out.iterdir()}
+    pictures = {"samples.png", "learning_curves.png", "reconstructions.png", "latent-map.png"}
+    assert pictures <= {p.name for p in out.iterdir()}
 
     assert main(["evaluate", str(out / "best.pt"), "--samples", "1,50", "--rows", "40"]) == 0
     table = capsys.readouterr().out

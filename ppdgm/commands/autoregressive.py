@@ -156,6 +156,9 @@ def run_fit(args: argparse.Namespace) -> int:
             f"epoch {result.best_epoch}"
         )
     print(f"checkpoint: {out / 'best.pt'}; metrics: {out / 'metrics.jsonl'}")
+    if variational and result.history:
+        pictures = vae.save_pictures(model, valid[:2000], out, seed=args.seed)
+        print("pictures: " + ", ".join(p.name for p in pictures))
     return 0
 
 
