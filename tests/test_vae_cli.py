@@ -122,3 +122,19 @@ def test_bad_vae_settings(tmp_path: Path, capsys, args: list[str], message: str 
         return
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_picture_functions_write_pngs_and_reject_bad_shapes(tmp_path: Path) -> None:
+    from ppdgm.plots import save_latent_map, save_reconstructions
+
+    x = torch.rand(20, 64)
+    assert save_reconstructions(x, x, tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    z = torch.randn(30, 5)
+    labels = torch.arange(30) % 10
+    assert save_latent_map(z, tmp_path / "m.png", labels=labels).read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match=r"data \(20, 64\) and reconstructions \(19, 64\) differ"):
+        save_reconstructions(x, x[:19], tmp_path / "bad.png")
+    with pytest.raises(ValueError, match=r"needs \[n, k >= 2\] codes, got \(30, 1\)"):
+        save_latent_map(z[:, :1], tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="29 labels for 30 codes"):
+        save_latent_map(z, tmp_path / "bad.png", labels=labels[:29])
