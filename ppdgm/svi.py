@@ -85,10 +85,10 @@ class SVIObjective:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
-        for name in ("num_particles", "anneal_steps"):
+        for name, least in (("num_particles", 1), ("anneal_steps", 0)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (name[0] == "n"):
-                raise ValueError(f"{name} must be a non-negative integer (K >= 1), got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
         if self.doubly_reparameterized and not (self.program and self.loss == "iwae"):
             raise ValueError("doubly_reparameterized needs loss='iwae' and program=True")
 
