@@ -34,6 +34,10 @@ MODELS: dict[str, type] = {
     "vae": VAE,
     "gmvae": GMVAE,
     "hvae": HierarchicalVAE,
+    "nice": NICE,
+    "realnvp": RealNVP,
+    "maf": MAF,
+    "iaf": IAF,
 }
 
 

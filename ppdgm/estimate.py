@@ -253,7 +253,16 @@ class LogLikelihood:
     def _exact(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Estimate:
         layout, model_trace, _ = probe(self.model, None, args, kwargs, self.plate)
         own = _own_log_prob(self.model)
-        if own is not None:
+        continuous_latent = any(
+            site["type"] == "sample"
+            and not site["is_observed"]
+            and not getattr(site["fn"], "has_enumerate_support", False)
+            for site in model_trace.nodes.values()
+        )
+        # a model's own log_prob is exact only where nothing continuous is summed out (a
+        # dequantized flow's log_prob, for one, is a bound): then enumeration decides, and
+        # refuses continuous latent sites with a clear error
+        if own is not None and not continuous_latent:
             log_p = torch.as_tensor(own(*args, **kwargs)).to(torch.float64)
             if tuple(log_p.shape) != (layout.size,):
                 raise ValueError(

@@ -98,7 +98,10 @@ def build(name: str, dim: int, hidden: str, num_masks: int, ordering: str) -> An
         return NADE(dim, widths[0])
     if cls is MADE:
         return MADE(dim, widths, num_masks, ordering=ordering)
-    raise ValueError(f"{cls.__name__} models continuous data; ppdgm fit trains binary models")
+    raise ValueError(
+        f"{cls.__name__} models continuous data; ppdgm fit trains the binary models (fvsbn, "
+        "nade, made) and the VAEs (vae, gmvae, hvae); train flows with ppdgm.train.fit"
+    )
 
 
 def run_fit(args: argparse.Namespace) -> int:
