@@ -27,7 +27,7 @@ References:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -228,6 +228,19 @@ def _one_dimension_allowed() -> Iterator[None]:
         yield
 
 
+def _parity_coupling(
+    dim: int, i: int, make: Callable[[int], torch.distributions.Transform]
+) -> list[torch.distributions.Transform]:
+    """Coupling layer ``i`` of a flow: for even ``i`` the odd coordinates are transformed given
+    the even ones, for odd ``i`` the reverse (a checkerboard on a row of pixels, as RealNVP and
+    zuko alternate); Pyro's coupling layers transform the last coordinates given the first
+    ``split``, so the layer ``make(split)`` sits between a permutation and its inverse."""
+    kept = torch.arange(i % 2, dim, 2)  # the coordinates the layer conditions on
+    moved = torch.arange(1 - i % 2, dim, 2)
+    order = torch.cat([kept, moved])
+    return [Permute(order), make(len(kept)), Permute(torch.argsort(order))]
+
+
 def _flip(dim: int) -> Permute:
     # reversing the coordinates lets the next coupling layer transform the half this one kept
     return Permute(torch.arange(dim - 1, -1, -1))
@@ -257,7 +270,8 @@ def additive_coupling(
 def nice(
     dim: int, hidden_dims: Sequence[int] = HIDDEN_DIMS, num_layers: int = 4
 ) -> ComposeTransformModule:
-    """NICE: additive coupling layers with alternating halves, then a diagonal :class:`Scaling`.
+    """NICE: additive coupling layers that alternate between shifting the odd coordinates given
+    the even ones and the reverse, then a diagonal :class:`Scaling` (see :func:`_parity_coupling`).
 
     Arguments:
         dim: the dimension ``d >= 2``.
@@ -271,15 +285,19 @@ def nice(
     """
     _check(dim, num_layers, hidden_dims, least=2)
     parts: list[torch.distributions.Transform] = []
-    for _ in range(num_layers):
-        parts += [additive_coupling(dim, hidden_dims), _flip(dim)]
+    for i in range(num_layers):
+        parts += _parity_coupling(
+            dim, i, lambda split: additive_coupling(dim, hidden_dims, split_dim=split)
+        )
     return ComposeTransformModule([*parts, Scaling(dim)])
 
 
 def real_nvp(
     dim: int, hidden_dims: Sequence[int] = HIDDEN_DIMS, num_layers: int = 4
 ) -> ComposeTransformModule:
-    """RealNVP: Pyro's affine coupling layers with alternating halves (a reversal between layers).
+    """RealNVP: Pyro's affine coupling layers, alternating between the odd and the even
+    coordinates (:func:`_parity_coupling`), each in the density direction: ``z_B = (x_B -
+    t(x_A)) exp(-s(x_A))`` (an :class:`Inverse` of Pyro's layer), as RealNVP is usually trained.
 
     Arguments:
         dim: the dimension ``d >= 2``.
@@ -291,13 +309,14 @@ def real_nvp(
         torch.Size([5, 3])
     """
     hidden = _check(dim, num_layers, hidden_dims, least=2)
-    split = dim // 2
+
+    def layer(split: int) -> torch.distributions.Transform:
+        net = DenseNN(split, hidden, param_dims=[dim - split, dim - split])
+        return Inverse(AffineCoupling(split, net))
+
     parts: list[torch.distributions.Transform] = []
     for i in range(num_layers):
-        net = DenseNN(split, hidden, param_dims=[dim - split, dim - split])
-        parts.append(AffineCoupling(split, net))
-        if i < num_layers - 1:
-            parts.append(_flip(dim))
+        parts += _parity_coupling(dim, i, layer)
     return ComposeTransformModule(parts)
 
 
