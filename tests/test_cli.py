@@ -161,7 +161,7 @@ def test_loglik_matches_enumeration(
     rows = read_csv(missing_csv)
     pd.testing.assert_frame_equal(result.drop(columns="log_prob").astype(str), rows.astype(str))
     expected = Enumeration(asia()).log_prob(rows)
-    np.testing.assert_allclose(result["log_prob"], expected, rtol=1e-8)
+    np.testing.assert_allclose(result["log_prob"], expected, rtol=1e-8, atol=1e-12)
     total = float(re.search(r"log p\(data\) = (\S+) nats in total, (\S+) per row", out)[1])
     assert total == pytest.approx(expected.sum(), abs=1e-4)
     assert "10,000 rows" in out
