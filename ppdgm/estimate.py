@@ -33,6 +33,7 @@ from typing import Any
 
 import pyro
 import torch
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
 from ppdgm._enumerate import enumerated_log_prob
@@ -256,6 +257,7 @@ class LogLikelihood:
         continuous_latent = any(
             site["type"] == "sample"
             and not site["is_observed"]
+            and not site_is_subsample(site)
             and not getattr(site["fn"], "has_enumerate_support", False)
             for site in model_trace.nodes.values()
         )
