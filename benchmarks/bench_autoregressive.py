@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from ppdgm.checkpoint import load_model
 from ppdgm.data import load_binarized_mnist
 from ppdgm.models import FVSBN, MADE, NADE
 from ppdgm.train import fit, retain_freed_memory
@@ -139,6 +140,8 @@ def quality(
     make, published = MODELS[name]
     torch.manual_seed(args.seed)
     model = make(args.made_ordering)
+    if args.init:  # a second phase (e.g. a lower learning rate) from an earlier run's best
+        model.load_state_dict(load_model(args.init, expect=type(model))[0].state_dict())
     budget = args.budget_minutes * 60 if args.budget_minutes else None
     out = Path(args.runs) / name if args.runs else None
     result = fit(
@@ -181,6 +184,7 @@ def quality(
             "patience": args.patience,
             "epochs": args.epochs,
             "budget_minutes": args.budget_minutes,
+            "init": args.init,
         },
     }
     print(
@@ -208,6 +212,7 @@ def main() -> None:
     parser.add_argument("--valid-rows", type=int, help="the first N validation images only")
     parser.add_argument("--made-ordering", default="agnostic", help="ordering of made-32masks")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", help="start from this checkpoint's weights (one model)")
     parser.add_argument("--runs", help="keep each quality run's checkpoints in RUNS/MODEL")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
