@@ -6,6 +6,7 @@ without a display and leave the caller's matplotlib state alone.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from torch import Tensor
 
 __all__ = [
     "image_shape",
+    "picture_samples",
     "save_latent_map",
     "save_learning_curves",
     "save_reconstructions",
@@ -55,6 +57,14 @@ def image_shape(dim: int) -> tuple[int, int]:
     """
     side = math.isqrt(dim)
     return (side, side) if side * side == dim else (1, dim)
+
+
+def picture_samples(model: Any, n: int, seed: int | None = None) -> Tensor:
+    """``n`` samples of ``model`` to look at: the decoder's means (pixel probabilities) for a
+    model whose ``sample`` offers them (the VAEs), else its draws."""
+    if "mean" in inspect.signature(model.sample).parameters:
+        return model.sample(n, seed=seed, mean=True)
+    return model.sample(n, seed=seed)
 
 
 def save_sample_grid(

@@ -14,7 +14,6 @@ same parameters as one that was never interrupted.
 from __future__ import annotations
 
 import ctypes
-import inspect
 import json
 import math
 import os
@@ -31,7 +30,7 @@ from tqdm.auto import tqdm
 from ppdgm.autoregressive import values_checked
 from ppdgm.checkpoint import load_model, model_spec, read_checkpoint, save_checkpoint
 from ppdgm.data import batches
-from ppdgm.plots import save_learning_curves, save_sample_grid
+from ppdgm.plots import picture_samples, save_learning_curves, save_sample_grid
 
 __all__ = ["FitResult", "Objective", "evaluate", "fit", "maximum_likelihood", "retain_freed_memory"]
 
@@ -287,9 +286,7 @@ def fit(
         name = type(model).__name__
         save_learning_curves(history, out / "learning_curves.png", title=name)
         if hasattr(model, "sample"):
-            means = "mean" in inspect.signature(model.sample).parameters  # VAEs: pixel means
-            grid = model.sample(64, seed=seed, mean=True) if means else model.sample(64, seed=seed)
-            save_sample_grid(grid, out / "samples.png", title=name)
+            save_sample_grid(picture_samples(model, 64, seed), out / "samples.png", title=name)
     has_valid = valid is not None and state["best_epoch"] is not None
     return FitResult(
         history=history,

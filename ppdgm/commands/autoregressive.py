@@ -168,11 +168,10 @@ def run_fit(args: argparse.Namespace) -> int:
 def run_sample(args: argparse.Namespace) -> int:
     """Draws ``-n`` samples into a PNG grid."""
     from ppdgm.checkpoint import load_model
-    from ppdgm.plots import save_sample_grid
+    from ppdgm.plots import picture_samples, save_sample_grid
 
     model, _ = load_model(args.checkpoint)
-    means = type(model).__name__ in ("VAE", "GMVAE", "HierarchicalVAE")  # pixel probabilities
-    samples = model.sample(args.n, seed=args.seed, **({"mean": True} if means else {}))
+    samples = picture_samples(model, args.n, seed=args.seed)
     path = save_sample_grid(samples, args.output, title=type(model).__name__)
     print(f"wrote {args.n} samples of {type(model).__name__} to {path}")
     return 0

@@ -148,12 +148,17 @@ def save_pictures(
 ) -> list[Path]:
     """Samples, reconstructions of the first 32 rows of ``x`` and a 2-D latent map of ``x``
     as PNG files in ``out``; returns their paths."""
-    from ppdgm.plots import save_latent_map, save_reconstructions, save_sample_grid
+    from ppdgm.plots import (
+        picture_samples,
+        save_latent_map,
+        save_reconstructions,
+        save_sample_grid,
+    )
 
     name = type(model).__name__
     x = model.check(x)
     paths = [
-        save_sample_grid(model.sample(64, seed=seed, mean=True), out / "samples.png", title=name),
+        save_sample_grid(picture_samples(model, 64, seed), out / "samples.png", title=name),
         save_reconstructions(
             x[:32], model.reconstruct(x[:32]), out / "reconstructions.png", title=name
         ),
