@@ -243,7 +243,8 @@ class NICE(_Named):
 
 
 class RealNVP(_Named):
-    """RealNVP: affine coupling layers alternating odd and even coordinates (see :func:`ppdgm.flows.real_nvp`).
+    """RealNVP: affine coupling layers alternating odd and even coordinates (see
+    :func:`ppdgm.flows.real_nvp`).
 
     Arguments:
         dim: the dimension ``d >= 2``.

@@ -322,8 +322,7 @@ def test_command_line_bad_input(tmp_path: Path, capsys) -> None:
     assert main(["fit", "pixelcnn", "--epochs", "1", "--out", str(tmp_path / "a")]) == 2
     assert (
         "unknown model 'pixelcnn'; choose one of fvsbn, gmvae, hvae, iaf, made, maf, nade, "
-        "nice, realnvp, rnade, vae"
-        in capsys.readouterr().err
+        "nice, realnvp, rnade, vae" in capsys.readouterr().err
     )
     assert main(["fit", "rnade", "--out", str(tmp_path / "b")]) == 2
     assert "models continuous data" in capsys.readouterr().err
