@@ -1,11 +1,15 @@
 """Autoregressive models on binarized MNIST: training throughput and likelihood.
 
-Two parts (``--parts``), each model in one process:
+Three parts (``--parts``), each model in one process:
 
 - ``throughput``: images per second of ``ppdgm.train.fit`` (the library's loop: seeded shuffles,
   input checks, the model's objective, Adam) against a hand-written pure-PyTorch training step
   of the same network (same math, same masks, same batches and optimizer), run alternately in
   the same process; the target is a ratio (hand-written over ppdgm) of at most 1.15.
+- ``precision``: images per second of ``fit`` with ``precision="bf16-mixed"`` (bfloat16 matrix
+  products under ``torch.autocast``) against the default float32 steps, alternately in the same
+  process; the ratio is the speed-up (no target: it depends on the processor's bfloat16
+  instructions).
 - ``quality``: train on the training split (``--train-rows`` of it) for ``--epochs`` epochs or
   ``--budget-minutes`` per model, whichever ends first, keep the best epoch on the validation
   split (``--valid-rows``), and report its exact NLL in nats against the published test NLLs
@@ -34,7 +38,7 @@ from torch.nn import functional as F
 from ppdgm.checkpoint import load_model
 from ppdgm.data import load_binarized_mnist
 from ppdgm.models import FVSBN, MADE, NADE
-from ppdgm.train import fit, retain_freed_memory
+from ppdgm.train import evaluate, fit, retain_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 #: name: (constructor, published test NLL in nats)
@@ -131,12 +135,42 @@ def throughput(name: str, x: torch.Tensor, args: argparse.Namespace) -> dict[str
     return row
 
 
+def precision(name: str, x: torch.Tensor, args: argparse.Namespace) -> dict[str, object]:
+    make = MODELS[name][0]
+    torch.manual_seed(0)
+    model = make(args.made_ordering)
+    seconds: dict[str, list[float]] = {"32": [], "bf16-mixed": []}
+    for repeat in range(args.repeats):  # alternate, so that both see the same machine load
+        for kind, times in seconds.items():
+            copy = make(args.made_ordering)
+            copy.load_state_dict(model.state_dict())
+            result = fit(copy, x, epochs=1, batch_size=args.batch_size, lr=1e-3, seed=repeat,
+                         precision=kind, progress=False, plots=False)  # fmt: skip
+            times.append(result.seconds)
+    float32, bf16 = len(x) / min(seconds["32"]), len(x) / min(seconds["bf16-mixed"])
+    row = {
+        "model": name,
+        "images": len(x),
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "float32_images_per_s": float32,
+        "bf16_mixed_images_per_s": bf16,
+        "speedup": bf16 / float32,
+    }
+    print(
+        f"{name:<18} float32 {float32:9.1f} img/s   bf16-mixed {bf16:9.1f} img/s   "
+        f"speed-up {row['speedup']:.2f}x"
+    )
+    return row
+
+
 def quality(
     name: str,
     train: torch.Tensor,
-    valid: torch.Tensor,
+    full_valid: torch.Tensor,
     args: argparse.Namespace,
 ) -> dict[str, object]:
+    valid = full_valid[: args.valid_rows]
     make, published = MODELS[name]
     torch.manual_seed(args.seed)
     model = make(args.made_ordering)
@@ -152,6 +186,8 @@ def quality(
         batch_size=args.batch_size,
         lr=args.lr,
         weight_decay=args.weight_decay,
+        lr_decay=args.lr_decay,
+        precision=args.precision,
         patience=args.patience,
         max_seconds=budget,
         seed=args.seed,
@@ -162,12 +198,16 @@ def quality(
         data={"name": "binarized-mnist", "data_dir": str(args.data_dir)},
     )
     nll = result.best_valid_nll
+    if len(valid) < len(full_valid):  # the best epoch, chosen on part, scored on the whole split
+        nll = evaluate(model, full_valid, batch_size=args.batch_size)["nll"]
     row = {
         "model": name,
         "config": model.config,
         "parameters": model.num_parameters,
         "train_rows": len(train),
-        "valid_rows": len(valid),
+        "valid_rows": len(full_valid),
+        "selection_valid_rows": len(valid),
+        "selection_valid_nll_nats": result.best_valid_nll,
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
@@ -181,6 +221,8 @@ def quality(
             "batch_size": args.batch_size,
             "lr": args.lr,
             "weight_decay": args.weight_decay,
+            "lr_decay": args.lr_decay,
+            "precision": args.precision,
             "patience": args.patience,
             "epochs": args.epochs,
             "budget_minutes": args.budget_minutes,
@@ -208,8 +250,18 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.0, help="Adam's L2 penalty")
+    parser.add_argument(
+        "--lr-decay", type=float, default=1.0, help="learning rate times this each epoch"
+    )
+    parser.add_argument(
+        "--precision", default="32", choices=("32", "bf16-mixed"), help="of the training steps"
+    )
     parser.add_argument("--train-rows", type=int, help="the first N training images only")
-    parser.add_argument("--valid-rows", type=int, help="the first N validation images only")
+    parser.add_argument(
+        "--valid-rows",
+        type=int,
+        help="choose the best epoch on the first N validation images (then score it on all)",
+    )
     parser.add_argument("--made-ordering", default="agnostic", help="ordering of made-32masks")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", help="start from this checkpoint's weights (one model)")
@@ -227,7 +279,7 @@ def main() -> None:
     retained = False if args.release_memory else retain_freed_memory()
     parts, names = args.parts.split(","), args.models.split(",")
     unknown = [n for n in names if n not in MODELS] + [
-        p for p in parts if p not in ("throughput", "quality")
+        p for p in parts if p not in ("throughput", "precision", "quality")
     ]
     if unknown:
         parser.error(f"unknown models or parts: {', '.join(unknown)}")
@@ -243,18 +295,21 @@ def main() -> None:
         "processor": platform.processor() or platform.machine(),
     }
     train = load_binarized_mnist(data_dir, "train") if have_data else None
-    if "throughput" in parts:
+    if "throughput" in parts or "precision" in parts:
         if train is not None:
             x = train[: args.throughput_rows]
         else:
-            print(f"no MNIST files in {data_dir}: throughput on random binary images")
+            print(f"no MNIST files in {data_dir}: timings on random binary images")
             x = torch.bernoulli(torch.full((args.throughput_rows, 784), 0.13))
-        results["throughput"] = [throughput(n, x, args) for n in names]
+        if "throughput" in parts:
+            results["throughput"] = [throughput(n, x, args) for n in names]
+        if "precision" in parts:
+            results["precision"] = [precision(n, x, args) for n in names]
     if "quality" in parts:
         if train is None:
             print(f"no MNIST files in {data_dir}: quality skipped")
         else:
-            valid = load_binarized_mnist(data_dir, "valid")[: args.valid_rows]
+            valid = load_binarized_mnist(data_dir, "valid")
             rows = {row["model"]: row for row in results.get("quality", [])}
             for n in names:  # one model at a time, so that an interrupted run keeps the others
                 rows[n] = quality(n, train[: args.train_rows], valid, args)

@@ -13,12 +13,15 @@ same parameters as one that was never interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
 import json
 import math
 import os
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +132,8 @@ def fit(
     batch_size: int = 100,
     lr: float = 1e-3,
     weight_decay: float = 0.0,
+    lr_decay: float = 1.0,
+    precision: str = "32",
     patience: int | None = None,
     max_seconds: float | None = None,
     seed: int = 0,
@@ -154,6 +159,12 @@ def fit(
         epochs: the epoch to stop after, counting those a resumed run already did.
         batch_size, lr: minibatch size and Adam's learning rate.
         weight_decay: an L2 penalty on every parameter (Adam's ``weight_decay``); 0: none.
+        lr_decay: the learning rate of epoch ``e`` (from 0) is ``lr * lr_decay**e``; 1: constant.
+        precision: ``"32"``: train in the parameters' dtype; ``"bf16-mixed"``: the training
+            loss runs under ``torch.autocast`` with bfloat16, so matrix products take bfloat16
+            inputs (with float32 weights, gradients and Adam state), which is about twice as
+            fast on processors with bfloat16 instructions. Validation runs without autocast,
+            in the parameters' dtype, so the reported NLL is not rounded.
         patience: stop after this many epochs without a lower validation NLL; None: never.
         max_seconds: stop after the epoch during which this much training time (in this call)
             has passed; None: no limit.
@@ -190,8 +201,15 @@ def fit(
         settings["weight_decay"] = weight_decay
     if hasattr(objective, "settings"):  # e.g. an SVIObjective: a resumed run must match it
         settings["objective"] = objective.settings
+    if lr_decay != 1.0:
+        settings["lr_decay"] = lr_decay
+    if precision != "32":
+        settings["precision"] = precision
     if not weight_decay >= 0:
         raise ValueError(f"weight_decay must be a non-negative number, got {weight_decay!r}")
+    if not 0 < lr_decay <= 1:
+        raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay!r}")
+    autocast = _autocast(model, precision)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     state: dict[str, Any] = {"history": [], "best": math.inf, "best_epoch": None, "bad": 0}
     best_state = None
@@ -226,13 +244,15 @@ def fit(
             if stopped:
                 break
             torch.manual_seed(seed * 1_000_003 + epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * lr_decay**epoch
             tick = time.perf_counter()
             model.train()
             total = torch.zeros((), dtype=torch.float64)
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
             for b, batch in enumerate(batches(train, batch_size, seed=seed, epoch=epoch)):
                 step = epoch * steps_per_epoch + b
-                with values_checked():  # train was checked in full above
+                with values_checked(), autocast():  # train was checked in full above
                     loss = objective(model, batch, step)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -296,6 +316,19 @@ def fit(
         seconds=seconds,
         out_dir=out,
     )
+
+
+PRECISIONS = ("32", "bf16-mixed")
+
+
+def _autocast(model: nn.Module, precision: str) -> Callable[[], AbstractContextManager[Any]]:
+    """A factory of the context that the training loss runs in, for ``precision``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "32":
+        return contextlib.nullcontext
+    device = next(model.parameters()).device.type
+    return functools.partial(torch.autocast, device_type=device, dtype=torch.bfloat16)
 
 
 def _resume(

@@ -16,7 +16,7 @@ import torch
 from ppdgm.checkpoint import load_model, read_checkpoint, save_checkpoint
 from ppdgm.cli import main
 from ppdgm.commands.autoregressive import demo_section
-from ppdgm.data import BernoulliMixture, load_digits, write_amat
+from ppdgm.data import BernoulliMixture, batches, load_digits, write_amat
 from ppdgm.estimate import LogLikelihood
 from ppdgm.models import FVSBN, MADE, NADE
 from ppdgm.train import evaluate, fit
@@ -364,3 +364,100 @@ def test_weight_decay_shrinks_the_weights_and_is_kept_for_resume(synthetic, tmp_
             progress=False)  # fmt: skip
     with pytest.raises(ValueError, match="weight_decay must be a non-negative"):
         fit(FVSBN(10), train[:200], weight_decay=-1.0, progress=False)
+
+
+# ------------------------------------------------------------- schedules and precision
+def test_lr_decay_is_the_hand_written_schedule(synthetic) -> None:
+    """``lr_decay`` gives epoch ``e`` the rate ``lr * lr_decay**e``: the same parameters as a
+    loop written out with Adam over the same minibatches."""
+    _, train, _ = synthetic
+    train, lr, decay, seed = train[:300], 0.05, 0.3, 5
+    torch.manual_seed(0)
+    model = FVSBN(10)
+    by_hand = FVSBN(10)
+    by_hand.load_state_dict(model.state_dict())
+    fit(model, train, epochs=3, batch_size=64, lr=lr, lr_decay=decay, seed=seed, progress=False)
+    optimizer = torch.optim.Adam(by_hand.parameters(), lr=lr)
+    step = 0
+    for epoch in range(3):
+        optimizer.param_groups[0]["lr"] = lr * decay**epoch
+        for batch in batches(train, 64, seed=seed, epoch=epoch):
+            optimizer.zero_grad()
+            by_hand.training_loss(batch, step).backward()
+            optimizer.step()
+            step += 1
+    for name, value in parameters(by_hand).items():
+        torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=1e-6)
+    # and a constant rate is another run
+    torch.manual_seed(0)
+    constant = FVSBN(10)
+    fit(constant, train, epochs=3, batch_size=64, lr=lr, seed=seed, progress=False)
+    assert not torch.allclose(constant.weight, model.weight, atol=1e-3)
+
+
+@pytest.mark.parametrize("make", [lambda: NADE(10, 8), lambda: MADE(10, [16], 3)],
+                         ids=["nade", "made-3masks"])  # fmt: skip
+def test_bf16_mixed_runs_the_products_in_bfloat16_and_validates_exactly(
+    synthetic, tmp_path: Path, make
+) -> None:
+    truth, train, valid = synthetic
+    seen = []
+
+    def recording(model: torch.nn.Module, batch: torch.Tensor, step: int) -> torch.Tensor:
+        seen.append(torch.nn.functional.linear(batch, torch.ones(2, 10)).dtype)
+        loss = model.training_loss(batch, step)
+        seen.append(loss.dtype)
+        return loss
+
+    torch.manual_seed(0)
+    model = make()
+    result = fit(model, train, valid, epochs=12, lr=0.01, precision="bf16-mixed",
+                 objective=recording, out_dir=tmp_path, progress=False, plots=False)  # fmt: skip
+    assert set(seen[0::2]) == {torch.bfloat16} and set(seen[1::2]) == {torch.float32}
+    # the validation NLL is that of float32 arithmetic, not rounded to bfloat16
+    assert evaluate(model, valid)["nll"] == pytest.approx(result.best_valid_nll, rel=1e-7)
+    entropy = -float(truth.log_prob(valid).mean())
+    assert entropy - 0.05 < result.best_valid_nll < entropy + 0.25
+    # the training loss of a bfloat16 pass is close to the exact one
+    with torch.no_grad():
+        exact = float(model.training_loss(train, 0))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            rounded = float(model.training_loss(train, 0))
+    assert rounded == pytest.approx(exact, rel=5e-3)
+    assert read_checkpoint(tmp_path / "last.pt")["settings"]["precision"] == "bf16-mixed"
+
+
+def test_schedule_and_precision_are_checked_and_kept_for_resume(synthetic, tmp_path: Path) -> None:
+    _, train, _ = synthetic
+    run = {"epochs": 1, "out_dir": tmp_path, "progress": False, "plots": False}
+    fit(NADE(10, 8), train[:100], lr_decay=0.9, precision="bf16-mixed", **run)
+    settings = read_checkpoint(tmp_path / "last.pt")["settings"]
+    assert settings["lr_decay"] == 0.9 and settings["precision"] == "bf16-mixed"
+    run.update(epochs=2, resume=True)
+    for other in ({"precision": "bf16-mixed"}, {"lr_decay": 0.9}, {"lr_decay": 0.8}):
+        with pytest.raises(ValueError, match="resume with the same seed"):
+            fit(NADE(10, 8), train[:100], **other, **run)
+    fit(NADE(10, 8), train[:100], lr_decay=0.9, precision="bf16-mixed", **run)
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+    for bad, message in (
+        ({"lr_decay": 0.0}, r"lr_decay must be in \(0, 1\], got 0.0"),
+        ({"lr_decay": 1.5}, r"lr_decay must be in \(0, 1\], got 1.5"),
+        ({"lr_decay": float("nan")}, r"lr_decay must be in \(0, 1\], got nan"),
+        ({"precision": "16"}, r"precision must be one of 32, bf16-mixed, got '16'"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            fit(NADE(10, 8), train[:100], progress=False, **bad)
+
+
+def test_command_line_schedule_and_precision(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    args = ["fit", "nade", "--hidden", "8", "--epochs", "2", "--out", str(out), "--no-progress",
+            "--train-rows", "200", "--valid-rows", "50"]  # fmt: skip
+    extra = ["--lr-decay", "0.5", "--weight-decay", "1e-4", "--precision", "bf16-mixed"]
+    assert main([*args, *extra]) == 0
+    settings = read_checkpoint(out / "last.pt")["settings"]
+    assert settings == {"seed": 0, "batch_size": 100, "lr": 1e-3, "lr_decay": 0.5,
+                        "weight_decay": 1e-4, "precision": "bf16-mixed"}  # fmt: skip
+    capsys.readouterr()
+    assert main([*args, "--lr-decay", "2", "--overwrite"]) == 2
+    assert "lr_decay must be in (0, 1], got 2.0" in capsys.readouterr().err

@@ -31,6 +31,14 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--epochs", type=positive_int, default=10, help="epochs (10)")
     fit.add_argument("--batch-size", type=positive_int, default=100, help="minibatch size (100)")
     fit.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (0.001)")
+    fit.add_argument("--lr-decay", type=float, default=1.0, help="lr times this each epoch (1)")
+    fit.add_argument("--weight-decay", type=float, default=0.0, help="an L2 penalty (0)")
+    fit.add_argument(
+        "--precision",
+        default="32",
+        choices=("32", "bf16-mixed"),
+        help="of the training steps; bf16-mixed: bfloat16 matrix products (32)",
+    )
     fit.add_argument("--patience", type=positive_int, help="early stopping after N bad epochs")
     fit.add_argument(
         "--hidden",
@@ -137,6 +145,9 @@ def run_fit(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        lr_decay=args.lr_decay,
+        weight_decay=args.weight_decay,
+        precision=args.precision,
         patience=args.patience,
         seed=args.seed,
         out_dir=out,
