@@ -192,7 +192,8 @@ def quality(
         max_seconds=budget,
         seed=args.seed,
         out_dir=out,
-        overwrite=True,
+        resume=args.resume,
+        overwrite=not args.resume,
         progress=not args.no_progress,
         plots=bool(out),
         data={"name": "binarized-mnist", "data_dir": str(args.data_dir)},
@@ -266,6 +267,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", help="start from this checkpoint's weights (one model)")
     parser.add_argument("--runs", help="keep each quality run's checkpoints in RUNS/MODEL")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in RUNS/MODEL (same settings)"
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
         "--release-memory",
@@ -283,6 +287,8 @@ def main() -> None:
     ]
     if unknown:
         parser.error(f"unknown models or parts: {', '.join(unknown)}")
+    if args.resume and (args.init or not args.runs):
+        parser.error("--resume needs --runs (the folder of the run) and no --init")
     data_dir = Path(args.data_dir)
     have_data = (data_dir / "binarized_mnist_train.amat").is_file()
     out = Path(args.out)
