@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from ppdgm.checkpoint import load_model
 from ppdgm.data import load_binarized_mnist
 from ppdgm.models import FVSBN, MADE, NADE
-from ppdgm.train import evaluate, fit, retain_freed_memory
+from ppdgm.train import PRECISIONS, evaluate, fit, retain_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 #: name: (constructor, published test NLL in nats)
@@ -139,7 +139,7 @@ def precision(name: str, x: torch.Tensor, args: argparse.Namespace) -> dict[str,
     make = MODELS[name][0]
     torch.manual_seed(0)
     model = make(args.made_ordering)
-    seconds: dict[str, list[float]] = {"32": [], "bf16-mixed": []}
+    seconds: dict[str, list[float]] = {kind: [] for kind in PRECISIONS}
     for repeat in range(args.repeats):  # alternate, so that both see the same machine load
         for kind, times in seconds.items():
             copy = make(args.made_ordering)
@@ -212,7 +212,8 @@ def quality(
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
-        "training_seconds": result.seconds,
+        "training_seconds": result.seconds,  # of this call: a resumed run's earlier ones not
+        "resumed": args.resume,
         "valid_nll_nats": nll,
         "valid_bits_per_dim": nll / (784 * math.log(2)),
         "published_test_nll_nats": published,
@@ -255,7 +256,7 @@ def main() -> None:
         "--lr-decay", type=float, default=1.0, help="learning rate times this each epoch"
     )
     parser.add_argument(
-        "--precision", default="32", choices=("32", "bf16-mixed"), help="of the training steps"
+        "--precision", default="32", choices=PRECISIONS, help="of the training steps"
     )
     parser.add_argument("--train-rows", type=int, help="the first N training images only")
     parser.add_argument(

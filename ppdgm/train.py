@@ -34,7 +34,15 @@ from ppdgm.checkpoint import load_model, model_spec, read_checkpoint, save_check
 from ppdgm.data import batches
 from ppdgm.plots import picture_samples, save_learning_curves, save_sample_grid
 
-__all__ = ["FitResult", "Objective", "evaluate", "fit", "maximum_likelihood", "retain_freed_memory"]
+__all__ = [
+    "PRECISIONS",
+    "FitResult",
+    "Objective",
+    "evaluate",
+    "fit",
+    "maximum_likelihood",
+    "retain_freed_memory",
+]
 
 Objective = Callable[[nn.Module, Tensor, int], Tensor]
 
@@ -317,6 +325,7 @@ def fit(
     )
 
 
+#: the values of ``fit(precision=...)``
 PRECISIONS = ("32", "bf16-mixed")
 
 

@@ -12,6 +12,7 @@ import torch
 
 from ppdgm.commands import vae
 from ppdgm.commands._common import positive_int
+from ppdgm.train import PRECISIONS
 
 __all__ = ["build", "register"]
 
@@ -36,7 +37,7 @@ def register(subparsers: Any) -> None:
     fit.add_argument(
         "--precision",
         default="32",
-        choices=("32", "bf16-mixed"),
+        choices=PRECISIONS,
         help="of the training steps; bf16-mixed: bfloat16 matrix products (32)",
     )
     fit.add_argument("--patience", type=positive_int, help="early stopping after N bad epochs")
