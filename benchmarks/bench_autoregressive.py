@@ -49,6 +49,19 @@ MODELS: dict[str, tuple[Callable[[str], torch.nn.Module], float]] = {
     "made-32masks": (lambda ordering: MADE(784, [500], 32, ordering=ordering), 86.64),
     "made-8000": (lambda ordering: MADE(784, [8000]), 88.40),
     "made-32masks-8000": (lambda ordering: MADE(784, [8000], 32, ordering=ordering), 86.64),
+    "made-32masks-8000-direct": (
+        lambda ordering: MADE(784, [8000], 32, ordering=ordering, direct=True),
+        86.64,
+    ),
+    "made-32masks-4000x2-direct": (
+        lambda ordering: MADE(784, [4000, 4000], 32, ordering=ordering, direct=True),
+        86.64,
+    ),
+    # the paper's best (its code's README): two layers of 8,000 units and direct connections
+    "made-32masks-8000x2-direct": (
+        lambda ordering: MADE(784, [8000, 8000], 32, ordering=ordering, direct=True),
+        86.64,
+    ),
 }
 
 
@@ -164,6 +177,11 @@ def precision(name: str, x: torch.Tensor, args: argparse.Namespace) -> dict[str,
     return row
 
 
+def device_name(device: torch.device) -> str:
+    """``cpu``, or the name of the GPU (``NVIDIA H200``)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
 def quality(
     name: str,
     train: torch.Tensor,
@@ -173,7 +191,7 @@ def quality(
     valid = full_valid[: args.valid_rows]
     make, published = MODELS[name]
     torch.manual_seed(args.seed)
-    model = make(args.made_ordering)
+    model = make(args.made_ordering).to(args.device)
     if args.init:  # a second phase (e.g. a lower learning rate) from an earlier run's best
         model.load_state_dict(load_model(args.init, expect=type(model))[0].state_dict())
     budget = args.budget_minutes * 60 if args.budget_minutes else None
@@ -198,6 +216,10 @@ def quality(
         plots=bool(out),
         data={"name": "binarized-mnist", "data_dir": str(args.data_dir)},
     )
+    if args.metrics_dir:  # the learning curve, also of a run that keeps no checkpoints
+        metrics = Path(args.metrics_dir) / f"{name}.metrics.jsonl"
+        metrics.parent.mkdir(parents=True, exist_ok=True)
+        metrics.write_text("".join(json.dumps(entry) + "\n" for entry in result.history))
     nll = result.best_valid_nll
     if len(valid) < len(full_valid):  # the best epoch, chosen on part, scored on the whole split
         nll = evaluate(model, full_valid, batch_size=args.batch_size)["nll"]
@@ -229,6 +251,7 @@ def quality(
             "epochs": args.epochs,
             "budget_minutes": args.budget_minutes,
             "init": args.init,
+            "device": device_name(next(model.parameters()).device),
         },
     }
     print(
@@ -268,6 +291,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", help="start from this checkpoint's weights (one model)")
     parser.add_argument("--runs", help="keep each quality run's checkpoints in RUNS/MODEL")
+    parser.add_argument("--metrics-dir", help="write each quality run's MODEL.metrics.jsonl here")
+    parser.add_argument("--device", default="cpu", help="train on this torch device (cpu)")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in RUNS/MODEL (same settings)"
     )

@@ -42,6 +42,10 @@ class MADE(Autoregressive):
     variables in that mask's order (``x@t`` is the ``t``-th variable of the row's ordering), so
     enumerating ``mask`` gives the ensemble's ``log p(x)``.
 
+    With ``direct=True`` the logits also get a masked linear map of the input (the paper's
+    direct input-to-output connections, ``direct_input_connect="Output"`` in its code): output
+    ``x_{o_t}`` sees each earlier variable through one weight, an FVSBN inside the MADE.
+
     Arguments:
         dim: the number of binary variables.
         hidden_dims: the widths of the hidden layers.
@@ -49,6 +53,7 @@ class MADE(Autoregressive):
         ordering: one of :data:`ORDERINGS`.
         seed: the random source of the orderings and hidden degrees, so that the same
             arguments build the same masks.
+        direct: add direct connections from the inputs to the logits (no bias of their own).
 
     Example:
         >>> model = MADE(4, [16], num_masks=2, ordering="agnostic")
@@ -73,6 +78,7 @@ class MADE(Autoregressive):
         *,
         ordering: str = "natural",
         seed: int = 0,
+        direct: bool = False,
     ) -> None:
         super().__init__(dim)
         hidden = [hidden_dims] if isinstance(hidden_dims, int) else list(hidden_dims)
@@ -84,6 +90,8 @@ class MADE(Autoregressive):
             raise ValueError(f"num_masks must be a positive integer, got {num_masks!r}")
         if ordering not in ORDERINGS:
             raise ValueError(f"unknown ordering {ordering!r}; choose one of {', '.join(ORDERINGS)}")
+        if not isinstance(direct, bool):
+            raise ValueError(f"direct must be True or False, got {direct!r}")
         self._config = {
             "dim": dim,
             "hidden_dims": hidden,
@@ -91,10 +99,12 @@ class MADE(Autoregressive):
             "ordering": ordering,
             "seed": seed,
         }
+        if direct:  # kept only when set, so that earlier checkpoints' configs stay as they were
+            self._config["direct"] = True
         self.num_masks = num_masks
         generator = torch.Generator().manual_seed(seed)
         shared = torch.randperm(dim, generator=generator)
-        orders, layer_masks = [], []
+        orders, layer_masks, direct_masks = [], [], []
         for _ in range(num_masks):
             order = {
                 "natural": torch.arange(dim),
@@ -102,7 +112,9 @@ class MADE(Autoregressive):
                 "agnostic": torch.randperm(dim, generator=generator),
             }[ordering]
             orders.append(order)
-            layer_masks.append(made_masks(made_degrees(order, hidden, generator)))
+            degrees = made_degrees(order, hidden, generator)
+            layer_masks.append(made_masks(degrees))
+            direct_masks.append(degrees[0][:, None] > degrees[0][None, :])
         self.register_buffer("orders", torch.stack(orders))
         self.order = self.orders[0].clone()
         widths = [dim, *hidden, dim]
@@ -110,15 +122,20 @@ class MADE(Autoregressive):
             MaskedLinear(w_in, w_out, torch.stack([m[layer] for m in layer_masks]))
             for layer, (w_in, w_out) in enumerate(itertools.pairwise(widths))
         )
+        self.direct = (
+            MaskedLinear(dim, dim, torch.stack(direct_masks), bias=False) if direct else None
+        )
 
     @property
     def num_parameters(self) -> int:
-        return sum(layer.num_parameters for layer in self.layers)
+        layers = [*self.layers, *([self.direct] if self.direct is not None else [])]
+        return sum(layer.num_parameters for layer in layers)
 
     def connectivity(self, mask: int = 0) -> Tensor:
         """``[dim, dim]`` booleans: ``[i, j]`` when the logit of ``x_i`` depends on ``x_j``
         through some path of unmasked weights (only if ``x_j`` comes earlier in the ordering)."""
-        return connectivity([layer.masks[mask] for layer in self.layers])
+        paths = connectivity([layer.masks[mask] for layer in self.layers])
+        return paths if self.direct is None else paths | self.direct.masks[mask]
 
     def logits(self, x: Tensor, mask: int = 0) -> Tensor:
         """``[..., dim]`` logits: entry ``i`` is that of ``p(x_i = 1 | earlier variables)``
@@ -126,7 +143,8 @@ class MADE(Autoregressive):
         h = x
         for layer in self.layers[:-1]:
             h = F.relu(layer(h, mask))
-        return self.layers[-1](h, mask)
+        logits = self.layers[-1](h, mask)
+        return logits if self.direct is None else logits + self.direct(x, mask)
 
     def log_prob(self, x: Tensor, mask: int | None = None) -> Tensor:
         """``log p(x)`` of each row of binary ``[N, dim]`` data, exactly: ``[N]``.

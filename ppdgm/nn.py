@@ -105,6 +105,7 @@ class MaskedLinear(nn.Linear):
         out_features: output width.
         masks: ``[K, out_features, in_features]`` masks, kept as a boolean buffer (saved in
             the ``state_dict``, a quarter of the size of floats).
+        bias: whether the map adds a learned bias.
 
     Example:
         >>> layer = MaskedLinear(2, 2, torch.tensor([[[1.0, 0.0], [1.0, 1.0]]]))
@@ -116,8 +117,10 @@ class MaskedLinear(nn.Linear):
 
     masks: Tensor
 
-    def __init__(self, in_features: int, out_features: int, masks: Tensor) -> None:
-        super().__init__(in_features, out_features)
+    def __init__(
+        self, in_features: int, out_features: int, masks: Tensor, bias: bool = True
+    ) -> None:
+        super().__init__(in_features, out_features, bias=bias)
         if masks.dim() != 3 or tuple(masks.shape[1:]) != (out_features, in_features):
             raise ValueError(
                 f"masks must be [K, {out_features}, {in_features}], got {tuple(masks.shape)}"
@@ -131,7 +134,7 @@ class MaskedLinear(nn.Linear):
     @property
     def num_parameters(self) -> int:
         """Weights some mask lets through, plus the biases."""
-        return int((self.masks != 0).any(0).sum()) + self.out_features
+        return int(self.masks.any(0).sum()) + (self.out_features if self.bias is not None else 0)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, masks={self.masks.shape[0]}"

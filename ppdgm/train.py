@@ -95,10 +95,12 @@ def evaluate(model: nn.Module, x: Tensor, batch_size: int = 100) -> dict[str, An
     score, bound = getattr(model, "log_prob", None), "exact"
     if score is None:
         score, bound = model.elbo, "elbo"
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else x.device
     was_training = model.training
     model.eval()
-    try:
-        total = sum(float(score(chunk).double().sum()) for chunk in x.split(batch_size))
+    try:  # each chunk moves to the model's device: a model on a GPU scores data in memory
+        total = sum(float(score(chunk.to(device)).double().sum()) for chunk in x.split(batch_size))
     finally:
         model.train(was_training)
     nll = -total / max(len(x), 1)
@@ -162,7 +164,9 @@ def fit(
     Arguments:
         model: a module with ``log_prob`` (and ``training_loss``, ``sample``, ``check`` where
             it has them).
-        train, valid: ``[N, D]`` data; ``valid`` None: no validation or early stopping.
+        train, valid: ``[N, D]`` data, moved to the device of the model's parameters (so
+            that a model moved to a GPU trains there); ``valid`` None: no validation or
+            early stopping.
         epochs: the epoch to stop after, counting those a resumed run already did.
         batch_size, lr: minibatch size and Adam's learning rate.
         weight_decay: an L2 penalty on every parameter (Adam's ``weight_decay``); 0: none.
@@ -198,8 +202,9 @@ def fit(
     if patience is not None and valid is None:
         raise ValueError("early stopping (patience) needs validation data")
     check = getattr(model, "check", lambda x: x)
-    train = check(train)
-    valid = check(valid) if valid is not None else None
+    device = next(model.parameters()).device
+    train = check(train).to(device)
+    valid = check(valid).to(device) if valid is not None else None
     if len(train) == 0:
         raise ValueError("no training data")
     out = Path(out_dir) if out_dir is not None else None
@@ -255,7 +260,7 @@ def fit(
                 group["lr"] = lr * lr_decay**epoch
             tick = time.perf_counter()
             model.train()
-            total = torch.zeros((), dtype=torch.float64)
+            total = torch.zeros((), dtype=torch.float64, device=device)
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
             for b, batch in enumerate(batches(train, batch_size, seed=seed, epoch=epoch)):
                 step = epoch * steps_per_epoch + b

@@ -38,6 +38,8 @@ BINARY: dict[str, Factory] = {
     "made-natural-3masks": lambda d: MADE(d, [10], 3),
     "made-random-2masks": lambda d: MADE(d, [10, 10], 2, ordering="random", seed=2),
     "made-agnostic-4masks": lambda d: MADE(d, [12], 4, ordering="agnostic", seed=4),
+    "made-direct": lambda d: MADE(d, [10], ordering="random", seed=5, direct=True),
+    "made-direct-3masks": lambda d: MADE(d, [6], 3, ordering="agnostic", seed=6, direct=True),
 }
 ENSEMBLES = [name for name in BINARY if name.endswith("masks")]
 
@@ -233,15 +235,51 @@ def test_made_ensemble_is_the_mean_of_its_masks_and_training_visits_each() -> No
 
 
 # ------------------------------------------------------------------- parameter counts
+def test_made_direct_connections_are_an_fvsbn_in_each_masks_order() -> None:
+    """With the hidden-to-output weights at zero, each mask's logits are the output bias plus
+    a linear map of the variables that come earlier in that mask's order, written out here."""
+    n = 6
+    model = MADE(n, [8], 3, ordering="agnostic", seed=2, direct=True).double()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+        model.layers[-1].weight.zero_()
+    x = all_vectors(n)
+    for k, order in enumerate(model.orders.tolist()):
+        position = {variable: t for t, variable in enumerate(order)}
+        expected = model.layers[-1].bias.expand(len(x), n).clone()
+        for i, j in itertools.product(range(n), repeat=2):
+            if position[j] < position[i]:
+                expected[:, i] += model.direct.weight[i, j] * x[:, j]
+        torch.testing.assert_close(model.logits(x, k), expected, rtol=0, atol=1e-12)
+    # zero direct weights leave the plain MADE of the same seed: a warm start from one
+    plain = MADE(n, [8], 3, ordering="agnostic", seed=2).double()
+    plain.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        plain.layers[-1].weight.normal_()
+        model.layers[-1].weight.copy_(plain.layers[-1].weight)
+        model.direct.weight.zero_()
+    torch.testing.assert_close(model.log_prob(x), plain.log_prob(x), rtol=0, atol=0)
+    assert model.config["direct"] is True and "direct" not in plain.config
+
+
 def test_parameter_counts_against_gradients_and_the_joint_table() -> None:
     n, d = 12, 5
     x = BernoulliMixture(n, seed=0).sample(200, seed=0).double()
-    counts = [(FVSBN(n), n * (n + 1) // 2), (NADE(n, d), 2 * n * d + n), (MADE(n, [16]), None)]
+    counts = [
+        (FVSBN(n), n * (n + 1) // 2),
+        (NADE(n, d), 2 * n * d + n),
+        (MADE(n, [16]), None),
+        (MADE(n, [16], direct=True), None),
+    ]
     for model, expected in counts:
         model = model.double()
         if isinstance(model, MADE):  # wide Gaussian inputs, so that no ReLU is dead on all
             model.logits(100 * torch.randn(200, n, dtype=torch.float64)).sum().backward()
             expected = sum(int(layer.masks[0].sum()) + layer.out_features for layer in model.layers)
+            if model.direct is not None:  # one weight per earlier variable, no bias
+                expected += n * (n - 1) // 2
         else:
             model.log_prob(x).sum().backward()
         free = sum(int((p.grad != 0).sum()) for p in model.parameters())
@@ -303,6 +341,7 @@ def test_bad_constructor_arguments() -> None:
         (lambda: MADE(4, []), "hidden_dims must be positive integers"),
         (lambda: MADE(4, [8], 0), "num_masks must be a positive integer"),
         (lambda: MADE(4, [8], ordering="backwards"), "unknown ordering 'backwards'"),
+        (lambda: MADE(4, [8], direct="yes"), "direct must be True or False, got 'yes'"),
         (lambda: RNADE(2, components=0), "components must be a positive integer"),
     ]:
         with pytest.raises(ValueError, match=message):

@@ -250,6 +250,7 @@ def test_fit_sample_evaluate_from_the_command_line(tmp_path: Path, capsys) -> No
         "2",
         "--ordering",
         "agnostic",
+        "--direct",
         "--epochs",
         "2",
         "--out",
@@ -259,6 +260,7 @@ def test_fit_sample_evaluate_from_the_command_line(tmp_path: Path, capsys) -> No
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "MADE(dim=64, hidden_dims=[24, 24], num_masks=2" in printed
+    assert "direct=True" in printed
     assert "2^n - 1 ≈ 1.8e+19" in printed and "best validation NLL" in printed
     assert main([*args[:-5], "--epochs", "3", "--out", str(out), "--no-progress", "--resume"]) == 0
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
@@ -425,6 +427,25 @@ def test_bf16_mixed_runs_the_products_in_bfloat16_and_validates_exactly(
             rounded = float(model.training_loss(train, 0))
     assert rounded == pytest.approx(exact, rel=5e-3)
     assert read_checkpoint(tmp_path / "last.pt")["settings"]["precision"] == "bf16-mixed"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_model_on_a_gpu_trains_and_scores_there_from_data_in_memory(
+    synthetic, tmp_path: Path
+) -> None:
+    truth, train, valid = synthetic  # in host memory: fit and evaluate move them
+    torch.manual_seed(0)
+    model = MADE(10, [32], 3, ordering="agnostic", direct=True).cuda()
+    result = fit(model, train, valid, epochs=12, lr=0.01, precision="bf16-mixed",
+                 out_dir=tmp_path, progress=False)  # fmt: skip
+    entropy = -float(truth.log_prob(valid).mean())
+    assert entropy - 0.05 < result.best_valid_nll < entropy + 0.25
+    assert evaluate(model, valid)["nll"] == pytest.approx(result.best_valid_nll, rel=1e-6)
+    host = load_model(tmp_path / "best.pt", expect=MADE)[0]  # read back on the host
+    torch.testing.assert_close(
+        host.log_prob(valid), model.log_prob(valid.cuda()).cpu(), rtol=1e-5, atol=1e-4
+    )
+    assert (tmp_path / "samples.png").read_bytes().startswith(PNG)
 
 
 def test_schedule_and_precision_are_checked_and_kept_for_resume(synthetic, tmp_path: Path) -> None:

@@ -48,6 +48,9 @@ def register(subparsers: Any) -> None:
     )
     fit.add_argument("--num-masks", type=positive_int, default=1, help="MADE's masks (1)")
     fit.add_argument("--ordering", default="natural", help="MADE: natural, random or agnostic")
+    fit.add_argument(
+        "--direct", action="store_true", help="MADE: direct input-to-output connections"
+    )
     fit.add_argument("--seed", type=int, default=0, help="seed of the weights and shuffles (0)")
     fit.add_argument("--train-rows", type=positive_int, help="use only the first N training rows")
     fit.add_argument("--valid-rows", type=positive_int, help="validate on the first N rows")
@@ -86,7 +89,9 @@ def register(subparsers: Any) -> None:
     evaluate.set_defaults(run=run_evaluate)
 
 
-def build(name: str, dim: int, hidden: str, num_masks: int, ordering: str) -> Any:
+def build(
+    name: str, dim: int, hidden: str, num_masks: int, ordering: str, direct: bool = False
+) -> Any:
     """The zoo model ``name`` for ``dim`` variables with the command line's settings.
 
     Raises:
@@ -106,7 +111,7 @@ def build(name: str, dim: int, hidden: str, num_masks: int, ordering: str) -> An
             raise ValueError(f"NADE has one hidden layer; --hidden {hidden!r} gives several")
         return NADE(dim, widths[0])
     if cls is MADE:
-        return MADE(dim, widths, num_masks, ordering=ordering)
+        return MADE(dim, widths, num_masks, ordering=ordering, direct=direct)
     raise ValueError(
         f"{cls.__name__} models continuous data; ppdgm fit trains the binary models (fvsbn, "
         "nade, made) and the VAEs (vae, gmvae, hvae); train flows with ppdgm.train.fit"
@@ -130,7 +135,9 @@ def run_fit(args: argparse.Namespace) -> int:
         extra: dict[str, Any] = {"objective": vae.objective(args)}
     else:
         hidden = args.hidden or "500"
-        model = build(args.model, train.shape[1], hidden, args.num_masks, args.ordering)
+        model = build(
+            args.model, train.shape[1], hidden, args.num_masks, args.ordering, args.direct
+        )
         extra = {}
     print(model.summary())
     out = Path(args.out or f"runs/{args.model.lower()}-{args.data}")
