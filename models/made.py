@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -104,7 +105,7 @@ class MADE(Autoregressive):
         self.num_masks = num_masks
         generator = torch.Generator().manual_seed(seed)
         shared = torch.randperm(dim, generator=generator)
-        orders, layer_masks, direct_masks = [], [], []
+        orders, layer_masks, direct_masks, hidden_degrees = [], [], [], []
         for _ in range(num_masks):
             order = {
                 "natural": torch.arange(dim),
@@ -115,7 +116,12 @@ class MADE(Autoregressive):
             degrees = made_degrees(order, hidden, generator)
             layer_masks.append(made_masks(degrees))
             direct_masks.append(degrees[0][:, None] > degrees[0][None, :])
+            hidden_degrees.append(torch.cat(degrees[1:]).to(torch.int32))
+        # the orderings and hidden degrees determine every mask: a checkpoint keeps these
+        # (kilobytes) rather than the masks (hundreds of megabytes at 8,000 units), and
+        # loading checks that they are the ones this seed draws
         self.register_buffer("orders", torch.stack(orders))
+        self.register_buffer("hidden_degrees", torch.stack(hidden_degrees))
         self.order = self.orders[0].clone()
         widths = [dim, *hidden, dim]
         self.layers = nn.ModuleList(
@@ -124,6 +130,32 @@ class MADE(Autoregressive):
         )
         self.direct = (
             MaskedLinear(dim, dim, torch.stack(direct_masks), bias=False) if direct else None
+        )
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        if prefix + "hidden_degrees" not in state_dict and prefix + "layers.0.masks" in state_dict:
+            # saved with the masks themselves, which the layers check instead
+            state_dict[prefix + "hidden_degrees"] = self.hidden_degrees
+        for name in ("orders", "hidden_degrees"):
+            saved, mine = state_dict.get(prefix + name), getattr(self, name)
+            if saved is not None and not (
+                saved.shape == mine.shape and torch.equal(saved.to(mine), mine)
+            ):
+                error_msgs.append(
+                    f"{prefix}{name}: the saved masks are not those that seed "
+                    f"{self._config['seed']} draws for this configuration"
+                )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
 
     @property

@@ -146,7 +146,7 @@ def load_model(
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as e:
-        message = str(e).strip().splitlines()[0]
+        message = " ".join(line.strip() for line in str(e).strip().splitlines())
         raise ValueError(f"{path}: the saved weights do not fit the model: {message}") from None
     model.eval()
     return model, checkpoint

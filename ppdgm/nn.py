@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -103,8 +104,10 @@ class MaskedLinear(nn.Linear):
     Arguments:
         in_features: input width.
         out_features: output width.
-        masks: ``[K, out_features, in_features]`` masks, kept as a boolean buffer (saved in
-            the ``state_dict``, a quarter of the size of floats).
+        masks: ``[K, out_features, in_features]`` masks, kept as a boolean buffer that the
+            ``state_dict`` leaves out: the owner rebuilds them (MADE from its seed, and it
+            saves the orderings and degrees that check them), so that a checkpoint holds
+            weights only. A ``state_dict`` that has them (older checkpoints) must have these.
         bias: whether the map adds a learned bias.
 
     Example:
@@ -125,7 +128,27 @@ class MaskedLinear(nn.Linear):
             raise ValueError(
                 f"masks must be [K, {out_features}, {in_features}], got {tuple(masks.shape)}"
             )
-        self.register_buffer("masks", masks != 0)
+        self.register_buffer("masks", masks != 0, persistent=False)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        saved = state_dict.pop(prefix + "masks", None)  # saved before masks were left out
+        if saved is not None and not (
+            saved.shape == self.masks.shape
+            and torch.equal(saved.to(self.masks.device) != 0, self.masks)
+        ):
+            error_msgs.append(f"{prefix}masks: the saved masks differ from this layer's")
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def forward(self, x: Tensor, mask: int = 0) -> Tensor:
         """``x @ (weight * masks[mask]).T + bias``."""

@@ -236,6 +236,38 @@ def test_foreign_and_untrusted_checkpoints(tmp_path: Path) -> None:
         load_model(tmp_path / "unknown.pt")
 
 
+def test_made_checkpoints_keep_the_degrees_not_the_masks_and_check_them(tmp_path: Path) -> None:
+    model = MADE(6, [16, 12], 3, ordering="agnostic", seed=5, direct=True)
+    x = BernoulliMixture(6, seed=0).sample(20, seed=0)
+    save_checkpoint(tmp_path / "made.pt", model)
+    saved = read_checkpoint(tmp_path / "made.pt")["state_dict"]
+    assert not [k for k in saved if k.endswith("masks")]
+    assert saved["hidden_degrees"].shape == (3, 28)
+    again, _ = load_model(tmp_path / "made.pt", expect=MADE)
+    torch.testing.assert_close(again.log_prob(x), model.log_prob(x), rtol=0, atol=0)
+    # a checkpoint written when the masks were saved themselves still loads, and is checked
+    old = dict(saved)
+    del old["hidden_degrees"]
+    old.update({f"{name}.masks": layer.masks for name, layer in model.named_modules()
+                if name.startswith(("layers.", "direct"))})  # fmt: skip
+    torch.save({**read_checkpoint(tmp_path / "made.pt"), "state_dict": old}, tmp_path / "old.pt")
+    again, _ = load_model(tmp_path / "old.pt", expect=MADE)
+    torch.testing.assert_close(again.log_prob(x), model.log_prob(x), rtol=0, atol=0)
+    old["layers.1.masks"] = ~old["layers.1.masks"]
+    torch.save({**read_checkpoint(tmp_path / "made.pt"), "state_dict": old}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=r"layers\.1\.masks: the saved masks differ"):
+        load_model(tmp_path / "bad.pt")
+    # degrees that the seed does not draw (another seed, or another random stream)
+    other = MADE(6, [16, 12], 3, ordering="agnostic", seed=6, direct=True).state_dict()
+    for name in ("orders", "hidden_degrees"):
+        with pytest.raises(
+            RuntimeError, match=f"{name}: the saved masks are not those that seed 5"
+        ):
+            MADE(6, [16, 12], 3, ordering="agnostic", seed=5, direct=True).load_state_dict(
+                {**saved, name: other[name]}
+            )
+
+
 # ------------------------------------------------------------------------ command line
 def test_fit_sample_evaluate_from_the_command_line(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
