@@ -506,7 +506,8 @@ def test_command_line_schedule_and_precision(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     args = ["fit", "nade", "--hidden", "8", "--epochs", "2", "--out", str(out), "--no-progress",
             "--train-rows", "200", "--valid-rows", "50"]  # fmt: skip
-    extra = ["--lr-decay", "0.5", "--weight-decay", "1e-4", "--precision", "bf16-mixed"]
+    extra = ["--lr-decay", "0.5", "--weight-decay", "1e-4", "--precision", "bf16-mixed",
+             "--device", "cpu"]  # fmt: skip
     assert main([*args, *extra]) == 0
     settings = read_checkpoint(out / "last.pt")["settings"]
     assert settings == {"seed": 0, "batch_size": 100, "lr": 1e-3, "lr_decay": 0.5,
@@ -514,3 +515,19 @@ def test_command_line_schedule_and_precision(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert main([*args, "--lr-decay", "2", "--overwrite"]) == 2
     assert "lr_decay must be in (0, 1], got 2.0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("tpu", "unknown device 'tpu'; expected e.g. cpu, cuda or cuda:1"),
+        ("mps", "device 'mps': expected cpu or cuda[:N]"),
+        ("cuda:64", "device 'cuda:64': this machine has"),
+    ],
+)
+def test_command_line_refuses_a_device_it_cannot_use(device: str, message: str, capsys) -> None:
+    for command in (["fit", "nade", "--device", device], ["evaluate", "x.pt", "--device", device]):
+        with pytest.raises(SystemExit) as exit_:
+            main(command)
+        assert exit_.value.code == 2
+        assert message in capsys.readouterr().err

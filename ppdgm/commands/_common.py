@@ -169,6 +169,31 @@ def positive_int(text: str) -> int:
     return value
 
 
+def device(text: str) -> str:
+    """An argparse type: a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``)."""
+    import torch
+
+    try:
+        chosen = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}; expected e.g. cpu, cuda or cuda:1"
+        ) from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(
+                f"device {text!r}: this machine has no CUDA GPU that torch "
+                f"{torch.__version__} can use"
+            )
+        if (chosen.index or 0) >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(
+                f"device {text!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)"
+            )
+    elif chosen.type != "cpu":
+        raise argparse.ArgumentTypeError(f"device {text!r}: expected cpu or cuda[:N]")
+    return text
+
+
 def fraction(text: str) -> float:
     """An argparse type: a number in [0, 1]."""
     try:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ppdgm.commands import vae
-from ppdgm.commands._common import positive_int
+from ppdgm.commands._common import device, positive_int
 from ppdgm.train import PRECISIONS
 
 __all__ = ["build", "register"]
@@ -54,6 +54,9 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--seed", type=int, default=0, help="seed of the weights and shuffles (0)")
     fit.add_argument("--train-rows", type=positive_int, help="use only the first N training rows")
     fit.add_argument("--valid-rows", type=positive_int, help="validate on the first N rows")
+    fit.add_argument(
+        "--device", type=device, default="cpu", help="train there: cpu, cuda, cuda:1 (cpu)"
+    )
     fit.add_argument("--resume", action="store_true", help="continue the run in --out")
     fit.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     fit.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -86,6 +89,9 @@ def register(subparsers: Any) -> None:
         "--samples", default="1,10,100,1000", help="VAEs: the K of each IWAE bound (1,10,100,1000)"
     )
     evaluate.add_argument("--rows", type=positive_int, help="only the first N rows of the split")
+    evaluate.add_argument(
+        "--device", type=device, default="cpu", help="score there: cpu, cuda, cuda:1 (cpu)"
+    )
     evaluate.set_defaults(run=run_evaluate)
 
 
@@ -139,6 +145,7 @@ def run_fit(args: argparse.Namespace) -> int:
             args.model, train.shape[1], hidden, args.num_masks, args.ordering, args.direct
         )
         extra = {}
+    model = model.to(args.device)  # fit moves the data there
     print(model.summary())
     out = Path(args.out or f"runs/{args.model.lower()}-{args.data}")
     data = {
@@ -207,6 +214,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if "name" not in data:
         raise ValueError(f"{args.checkpoint} does not say which data it was trained on")
     x = load(data["name"], args.split, args.data_dir or data.get("data_dir"))[: args.rows]
+    model, x = model.to(args.device), x.to(args.device)
     if not hasattr(model, "log_prob"):  # a VAE: bounds, not the exact value
         samples = vae.parse_sizes(args.samples, "--samples")
         print(f"{type(model).__name__} on {data['name']} {args.split} ({len(x):,} rows)")
