@@ -147,9 +147,7 @@ class MADE(Autoregressive):
             state_dict[prefix + "hidden_degrees"] = self.hidden_degrees
         for name in ("orders", "hidden_degrees"):
             saved, mine = state_dict.get(prefix + name), getattr(self, name)
-            if saved is not None and not (
-                saved.shape == mine.shape and torch.equal(saved.to(mine), mine)
-            ):
+            if saved is not None and not torch.equal(saved.to(mine), mine):  # False for shapes
                 error_msgs.append(
                     f"{prefix}{name}: the saved masks are not those that seed "
                     f"{self._config['seed']} draws for this configuration"

@@ -141,10 +141,7 @@ class MaskedLinear(nn.Linear):
         error_msgs: list[str],
     ) -> None:
         saved = state_dict.pop(prefix + "masks", None)  # saved before masks were left out
-        if saved is not None and not (
-            saved.shape == self.masks.shape
-            and torch.equal(saved.to(self.masks.device) != 0, self.masks)
-        ):
+        if saved is not None and not torch.equal(saved.to(self.masks), self.masks):
             error_msgs.append(f"{prefix}masks: the saved masks differ from this layer's")
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
