@@ -65,13 +65,11 @@ MODELS: dict[str, tuple[Callable[[str], torch.nn.Module], float]] = {
 }
 
 
-def hand_written_epoch(
-    model: torch.nn.Module, x: torch.Tensor, batch_size: int, lr: float, seed: int
-) -> float:
-    """One epoch of plain PyTorch on copies of ``model``'s tensors: the same network written
-    out by hand, Adam, ``-mean log p`` per minibatch. Returns seconds."""
-    params = [p.detach().clone().requires_grad_() for p in model.parameters()]
-    optimizer = torch.optim.Adam(params, lr=lr)
+def hand_written_logits(
+    model: torch.nn.Module, params: list[torch.Tensor]
+) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """``model``'s network written out in plain PyTorch on ``params`` (tensors shaped like
+    ``model.parameters()``, in that order): the logits of a batch at training step ``step``."""
     if isinstance(model, FVSBN):
         weight, bias = params
         mask = model.mask
@@ -87,15 +85,31 @@ def hand_written_epoch(
             return torch.baddbmm(b.view(-1, 1, 1), h, V.unsqueeze(-1)).squeeze(-1).T
     else:
         masks = [layer.masks for layer in model.layers]
-        pairs = list(zip(params[0::2], params[1::2], strict=True))
+        direct = model.direct.masks if model.direct is not None else None
+        n = 2 * len(masks)  # each layer's weight and bias, then the direct weight if any
+        pairs = list(zip(params[0:n:2], params[1:n:2], strict=True))
 
         def logits(v: torch.Tensor, step: int) -> torch.Tensor:
             k = step % len(masks[0])
+            x = v
             for (w, b), m in zip(pairs[:-1], masks[:-1], strict=True):
                 v = F.relu(F.linear(v, w * m[k], b))
             w, b = pairs[-1]
-            return F.linear(v, w * masks[-1][k], b)
+            out = F.linear(v, w * masks[-1][k], b)
+            return out if direct is None else out + F.linear(x, params[n] * direct[k])
 
+    return logits
+
+
+def hand_written_epoch(
+    model: torch.nn.Module, x: torch.Tensor, batch_size: int, lr: float, seed: int
+) -> float:
+    """One epoch of plain PyTorch on copies of ``model``'s tensors: the same network written
+    out by hand (:func:`hand_written_logits`), Adam, ``-mean log p`` per minibatch. Returns
+    seconds."""
+    params = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    optimizer = torch.optim.Adam(params, lr=lr, fused=True)  # the kernel that fit uses
+    logits = hand_written_logits(model, params)
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     index = torch.randperm(len(x), generator=generator)

@@ -19,7 +19,7 @@ from ppdgm.commands.autoregressive import demo_section
 from ppdgm.data import BernoulliMixture, batches, load_digits, write_amat
 from ppdgm.estimate import LogLikelihood
 from ppdgm.models import FVSBN, MADE, NADE
-from ppdgm.train import evaluate, fit
+from ppdgm.train import adam, evaluate, fit
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -427,6 +427,62 @@ def test_lr_decay_is_the_hand_written_schedule(synthetic) -> None:
     constant = FVSBN(10)
     fit(constant, train, epochs=3, batch_size=64, lr=lr, seed=seed, progress=False)
     assert not torch.allclose(constant.weight, model.weight, atol=1e-3)
+
+
+def test_adam_takes_the_fused_kernel_and_makes_torchs_default_update() -> None:
+    """``adam`` on CPU parameters is torch's Adam with ``fused=True``: the same steps as the
+    default kernel (the oracle) up to rounding. A parameter the fused kernel cannot take (an
+    integer one) leaves it to the default."""
+    torch.manual_seed(0)
+    start = [torch.randn(30, 20), torch.randn(20, dtype=torch.float64)]
+    fused = [torch.nn.Parameter(t.clone()) for t in start]
+    plain = [torch.nn.Parameter(t.clone()) for t in start]
+    optimizer, oracle = (
+        adam(fused, lr=0.05, weight_decay=0.01),
+        torch.optim.Adam(plain, lr=0.05, weight_decay=0.01),
+    )
+    assert optimizer.param_groups[0]["fused"] is True
+    assert oracle.param_groups[0]["fused"] is None
+    for _ in range(40):
+        for p, q in zip(fused, plain, strict=True):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        optimizer.step()
+        oracle.step()
+    for p, q in zip(fused, plain, strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6 if p.dtype == torch.float32 else 1e-12)
+        assert not torch.equal(p, start[0] if p.dim() == 2 else start[1])
+    counts = torch.nn.Parameter(torch.zeros(3, dtype=torch.long), requires_grad=False)
+    assert not adam([fused[0], counts], lr=0.1).param_groups[0]["fused"]
+
+
+def test_resume_from_a_run_saved_by_the_default_kernel_continues_fused(
+    synthetic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``last.pt`` whose optimizer state names the default kernel (a run saved before
+    ``fit`` used the fused one) resumes with the fused kernel and the saved moments."""
+    _, train, valid = synthetic
+    train, valid = train[:300], valid[:100]
+    settings = {"batch_size": 64, "lr": 0.01, "seed": 3, "progress": False, "plots": False}
+    torch.manual_seed(0)
+    straight = MADE(10, [16], 3)
+    fit(straight, train, valid, epochs=3, **settings)
+    torch.manual_seed(0)
+    first = MADE(10, [16], 3)
+    fit(first, train, valid, epochs=2, out_dir=tmp_path, **settings)
+    checkpoint = read_checkpoint(tmp_path / "last.pt")
+    for group in checkpoint["optimizer"]["param_groups"]:
+        assert group["fused"] is True
+        group["fused"] = None
+    torch.save(checkpoint, tmp_path / "last.pt")
+    calls = []
+    kernel = torch._fused_adam_
+    monkeypatch.setattr(torch, "_fused_adam_", lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    second = MADE(10, [16], 3)
+    fit(second, train, valid, epochs=3, out_dir=tmp_path, resume=True, **settings)
+    assert len(calls) == math.ceil(300 / 64)  # the third epoch's steps, each fused
+    for name, value in parameters(straight).items():
+        torch.testing.assert_close(second.state_dict()[name], value, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("make", [lambda: NADE(10, 8), lambda: MADE(10, [16], 3)],
