@@ -367,8 +367,11 @@ class VAE(_LatentVariableModel):
         self, x: Tensor, num_samples: int = 1, beta: float = 1.0, analytic_kl: bool = False
     ) -> Tensor:
         x = self.check(x)
+        k = _positive_int("num_samples", num_samples)
+        if self._plain() and not analytic_kl:
+            return self._plain_log_weights(x, k, beta)
         q = self.posterior(x)
-        z = q.rsample((_positive_int("num_samples", num_samples),))
+        z = q.rsample((k,))
         if analytic_kl and self._gaussian_pair():
             latent = -kl_divergence(q, self.prior())
         else:
@@ -377,6 +380,32 @@ class VAE(_LatentVariableModel):
 
     def _gaussian_pair(self) -> bool:
         return self.guide_flow is None and self.prior_flow is None
+
+    def _plain(self) -> bool:
+        """The Gaussian guide and prior of this class, and a Bernoulli likelihood: the case
+        :meth:`_plain_log_weights` writes out."""
+        return (
+            self._gaussian_pair()
+            and type(self).prior is VAE.prior
+            and self.likelihood_name == "bernoulli"
+        )
+
+    def _plain_log_weights(self, x: Tensor, k: int, beta: float) -> Tensor:
+        """:meth:`log_weights` of the plain VAE in tensor arithmetic: the same draws and values
+        as the distribution objects (tested against Pyro's ELBOs), with a fifth of the small
+        operations, which dominate a training step of a small VAE on a CPU."""
+        loc, scale, _ = self.encoder(x)
+        eps = torch.randn((k, *loc.shape), dtype=loc.dtype, device=loc.device)
+        z = loc + eps * scale
+        log_2pi = math.log(2 * math.pi)
+        log_q = -(0.5 * (eps.square() + log_2pi) + scale.log()).sum(-1)
+        std = (z - self.prior_loc) / self.prior_scale
+        log_p = -(0.5 * (std.square() + log_2pi) + self.prior_scale.log()).sum(-1)
+        logits = self.decoder(z)
+        bce = nn.functional.binary_cross_entropy_with_logits(
+            logits, x.expand_as(logits), reduction="none"
+        )
+        return beta * (log_p - log_q) - bce.sum(-1)
 
     def analytic_kl(self, x: Tensor) -> Tensor | None:
         """``KL(q(z | x) || p(z))`` per row in closed form, ``[N]``, when both are Gaussian

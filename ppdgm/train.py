@@ -174,7 +174,7 @@ def fit(
         lr_decay: the learning rate of epoch ``e`` (from 0) is ``lr * lr_decay**e``; 1: constant.
         precision: ``"32"``: train in the parameters' dtype; ``"bf16-mixed"``: the training
             loss runs under ``torch.autocast`` with bfloat16, so matrix products take bfloat16
-            inputs (with float32 weights, gradients and Adam state), 1.3 to 1.7 times as fast
+            inputs (with float32 weights, gradients and Adam state), 1.3 to 2 times as fast
             on processors with bfloat16 instructions. Validation runs without autocast,
             in the parameters' dtype, so the reported NLL is not rounded.
         patience: stop after this many epochs without a lower validation NLL; None: never.
