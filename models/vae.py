@@ -58,6 +58,11 @@ def _normal(loc: Tensor, scale: Tensor) -> dist.Distribution:
     return _independent(dist.Normal(loc, scale, validate_args=False))
 
 
+def _diagonal_normal_log_density(standardized: Tensor, scale: Tensor) -> Tensor:
+    """``log N(z; loc, diag scale^2)`` summed over the last axis, from ``(z - loc) / scale``."""
+    return -(0.5 * (standardized.square() + math.log(2 * math.pi)) + scale.log()).sum(-1)
+
+
 def _independent(base: dist.Distribution) -> dist.Distribution:
     # the data were checked once; validating again at every step costs a pass over them
     return dist.Independent(base, 1, validate_args=False)
@@ -397,10 +402,10 @@ class VAE(_LatentVariableModel):
         loc, scale, _ = self.encoder(x)
         eps = torch.randn((k, *loc.shape), dtype=loc.dtype, device=loc.device)
         z = loc + eps * scale
-        log_2pi = math.log(2 * math.pi)
-        log_q = -(0.5 * (eps.square() + log_2pi) + scale.log()).sum(-1)
-        std = (z - self.prior_loc) / self.prior_scale
-        log_p = -(0.5 * (std.square() + log_2pi) + self.prior_scale.log()).sum(-1)
+        log_q = _diagonal_normal_log_density(eps, scale)
+        log_p = _diagonal_normal_log_density(
+            (z - self.prior_loc) / self.prior_scale, self.prior_scale
+        )
         logits = self.decoder(z)
         bce = nn.functional.binary_cross_entropy_with_logits(
             logits, x.expand_as(logits), reduction="none"
