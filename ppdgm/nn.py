@@ -128,7 +128,8 @@ class MaskedLinear(nn.Linear):
             raise ValueError(
                 f"masks must be [K, {out_features}, {in_features}], got {tuple(masks.shape)}"
             )
-        self.register_buffer("masks", masks != 0, persistent=False)
+        # .bool(), not != 0: comparing booleans with an int first widens them to int64
+        self.register_buffer("masks", masks.bool(), persistent=False)
 
     def _load_from_state_dict(
         self,
