@@ -114,8 +114,8 @@ class MADE(Autoregressive):
             }[ordering]
             orders.append(order)
             degrees = made_degrees(order, hidden, generator)
-            # as booleans at once: 32 masks of two layers of 8,000 units take 2.5 GB so, and
-            # four times as much as floats
+            # booleans at once: 32 masks of two layers of 8,000 units take 2.5 GB as booleans
+            # and four times that as float32
             layer_masks.append([m != 0 for m in made_masks(degrees)])
             direct_masks.append(degrees[0][:, None] > degrees[0][None, :])
             hidden_degrees.append(torch.cat(degrees[1:]).to(torch.int32))
