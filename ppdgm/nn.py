@@ -150,7 +150,12 @@ class MaskedLinear(nn.Linear):
 
     def forward(self, x: Tensor, mask: int = 0) -> Tensor:
         """``x @ (weight * masks[mask]).T + bias``."""
-        return F.linear(x, self.weight * self.masks[mask], self.bias)
+        return F.linear(x, self.masked_weight(mask), self.bias)
+
+    def masked_weight(self, mask: int = 0) -> Tensor:
+        """``weight * masks[mask]``, the ``[out, in]`` weight that mask ``mask`` lets through
+        (for a caller that applies the same mask many times, as sequential sampling does)."""
+        return self.weight * self.masks[mask]
 
     @property
     def num_parameters(self) -> int:

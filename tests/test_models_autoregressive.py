@@ -226,6 +226,28 @@ def test_masked_linear_keeps_masks_as_booleans_without_widening() -> None:
         torch.testing.assert_close(layer(x, k), expected)
 
 
+def test_made_sampling_masks_each_weight_once_per_mask_drawn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sampling multiplies each layer's weight by its mask once per mask that some draw has,
+    not once per variable: at two layers of 8,000 units each product is 256 MB, and 784 of
+    them for each of 32 masks made drawing 64 pictures take most of an hour."""
+    model = MADE(12, [10, 8], 32, ordering="agnostic", seed=3, direct=True)
+    used: list[tuple[int, int]] = []
+    masked_weight = MaskedLinear.masked_weight
+
+    def counted(layer: MaskedLinear, mask: int = 0) -> torch.Tensor:
+        used.append((id(layer), mask))
+        return masked_weight(layer, mask)
+
+    monkeypatch.setattr(MaskedLinear, "masked_weight", counted)
+    torch.manual_seed(0)
+    drawn = torch.randint(32, (3,)).unique().tolist()  # the masks that sample(3) draws
+    model.sample(3, seed=0)
+    layers = [id(layer) for layer in [*model.layers, model.direct]]
+    assert sorted(used) == sorted((layer, k) for layer in layers for k in drawn)
+
+
 def test_made_orderings_and_connectivity_agnostic_masks() -> None:
     natural = MADE(8, [16], 3)
     assert all(torch.equal(o, torch.arange(8)) for o in natural.orders)
