@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyro
@@ -181,20 +181,54 @@ class MADE(Autoregressive):
         layers = [*self.layers, *([self.direct] if self.direct is not None else [])]
         return [(layer.masked_weight(mask), layer.bias) for layer in layers]
 
-    def _logits(
-        self, x: Tensor, maps: list[tuple[Tensor, Tensor | None]], output: int | None = None
-    ) -> Tensor:
-        """The logits from :meth:`_masked_maps`: all ``[..., dim]``, or ``[...]`` of the
-        variable ``output`` alone (the last layer and direct map computing that row only)."""
-        rows = slice(None) if output is None else slice(output, output + 1)
+    def _logits(self, x: Tensor, maps: list[tuple[Tensor, Tensor | None]]) -> Tensor:
+        """The ``[..., dim]`` logits from the maps of :meth:`_masked_maps`."""
         *hidden, (weight, bias) = maps[: len(self.layers)]
         h = x
         for w, b in hidden:
             h = F.relu(F.linear(h, w, b))
-        logits = F.linear(h, weight[rows], None if bias is None else bias[rows])
-        if self.direct is not None:
-            logits = logits + F.linear(x, maps[-1][0][rows])
-        return logits if output is None else logits[..., 0]
+        logits = F.linear(h, weight, bias)
+        return logits if self.direct is None else logits + F.linear(x, maps[-1][0])
+
+    def _step_logit(self, mask: int) -> Callable[[Tensor, int, int], Tensor]:
+        """``logit(x, t, i)``: the ``[...]`` logit of variable ``i``, at step ``t`` of mask
+        ``mask``'s order, from ``[..., dim]`` inputs, computed through the units that reach it.
+
+        A hidden unit of degree ``m`` feeds only units of degree ``>= m`` and outputs of degree
+        ``> m``, so the logit at step ``t`` (degree ``t + 1``) depends on the units of degree
+        ``<= t`` alone. With each layer's units sorted by degree these are a prefix of its rows
+        and of the next layer's columns: the step multiplies an ``n_t x n_t`` corner of the
+        hidden-to-hidden weight, about a third of the work of the whole map over a chain. The
+        masked, sorted weights are formed once for the chain.
+        """
+        maps = self._masked_maps(mask)
+        *hidden, (weight, bias) = maps[: len(self.layers)]
+        direct = maps[-1][0] if self.direct is not None else None
+        degrees = self.hidden_degrees[mask].split([w.shape[0] for w, _ in hidden])
+        layers, counts, previous = [], [], None
+        for (w, b), degree in zip(hidden, degrees, strict=True):
+            ranked, rank = degree.sort(stable=True)
+            w = w[rank] if previous is None else w[rank][:, previous]
+            layers.append((w, None if b is None else b[rank]))
+            # units of degree <= t, for every step t
+            steps = torch.arange(self.dim, dtype=ranked.dtype, device=ranked.device)
+            counts.append(torch.searchsorted(ranked, steps, right=True).tolist())
+            previous = rank
+        if previous is not None:
+            weight = weight[:, previous]
+
+        def logit(x: Tensor, t: int, i: int) -> Tensor:
+            h, width = x, x.shape[-1]
+            for (w, b), count in zip(layers, counts, strict=True):
+                n = count[t]
+                h = F.relu(F.linear(h, w[:n, :width], None if b is None else b[:n]))
+                width = n
+            out = F.linear(h, weight[i : i + 1, :width], None if bias is None else bias[i : i + 1])
+            if direct is not None:
+                out = out + F.linear(x, direct[i : i + 1])
+            return out[..., 0]
+
+        return logit
 
     def log_prob(self, x: Tensor, mask: int | None = None) -> Tensor:
         """``log p(x)`` of each row of binary ``[N, dim]`` data, exactly: ``[N]``.
@@ -235,17 +269,17 @@ class MADE(Autoregressive):
 
     def _conditionals(self, shape: tuple[int, ...], mask: int = 0) -> Chain:
         reaches = self.connectivity(mask).tolist()
-        maps = self._masked_maps(mask)
+        logit = self._step_logit(mask)
         zero = torch.zeros(shape, dtype=self.dtype, device=self.orders.device)
         columns: list[Tensor | None] = [None] * self.dim
-        for i in self.orders[mask].tolist():
+        for t, i in enumerate(self.orders[mask].tolist()):
             # only the inputs connected to output i, so that provenance gives MADE's own graph
             inputs = [
                 column if column is not None and reaches[i][j] else zero
                 for j, column in enumerate(columns)
             ]
             x = torch.stack(torch.broadcast_tensors(*inputs), -1)
-            columns[i] = yield dist.Bernoulli(logits=self._logits(x, maps, output=i))
+            columns[i] = yield dist.Bernoulli(logits=logit(x, t, i))
 
     def model(self, x: Tensor) -> None:
         """The model as a Pyro program (see the class description): the chain rule for one
