@@ -172,23 +172,18 @@ class MADE(Autoregressive):
     def logits(self, x: Tensor, mask: int = 0) -> Tensor:
         """``[..., dim]`` logits: entry ``i`` is that of ``p(x_i = 1 | earlier variables)``
         under mask ``mask``, in one pass."""
-        return self._logits(x, self._masked_maps(mask))
+        h = x
+        for layer in self.layers[:-1]:
+            h = F.relu(layer(h, mask))
+        logits = self.layers[-1](h, mask)
+        return logits if self.direct is None else logits + self.direct(x, mask)
 
     def _masked_maps(self, mask: int) -> list[tuple[Tensor, Tensor | None]]:
         """The ``(weight * mask, bias)`` of each layer under mask ``mask``, then the direct
-        map's (if any): a chain of ``dim`` passes computes them once, not ``dim`` times (at two
-        layers of 8,000 units each product is 256 MB)."""
+        map's (if any), for a chain of ``dim`` steps to form once rather than at each step (at
+        two layers of 8,000 units each product is 256 MB)."""
         layers = [*self.layers, *([self.direct] if self.direct is not None else [])]
         return [(layer.masked_weight(mask), layer.bias) for layer in layers]
-
-    def _logits(self, x: Tensor, maps: list[tuple[Tensor, Tensor | None]]) -> Tensor:
-        """The ``[..., dim]`` logits from the maps of :meth:`_masked_maps`."""
-        *hidden, (weight, bias) = maps[: len(self.layers)]
-        h = x
-        for w, b in hidden:
-            h = F.relu(F.linear(h, w, b))
-        logits = F.linear(h, weight, bias)
-        return logits if self.direct is None else logits + F.linear(x, maps[-1][0])
 
     def _step_logit(self, mask: int) -> Callable[[Tensor, int, int], Tensor]:
         """``logit(x, t, i)``: the ``[...]`` logit of variable ``i``, at step ``t`` of mask
