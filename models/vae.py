@@ -159,10 +159,6 @@ class _LatentVariableModel(nn.Module):
         but the values are no longer importance weights)."""
         raise NotImplementedError
 
-    def training_loss(self, x: Tensor, step: int) -> Tensor:
-        """The negative ELBO per row with one sample (what ``Trace_ELBO`` minimizes)."""
-        return -self.log_weights(x, 1).mean()
-
     def _sample_latent(self, n: int) -> Tensor:
         raise NotImplementedError
 

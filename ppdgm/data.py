@@ -7,8 +7,10 @@ Nothing here downloads unless :func:`download` is called; loaders take a path.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,9 +26,13 @@ from torch.utils.data import (
     TensorDataset,
 )
 
+from ppdgm.atomic import atomic_path, write_text_atomic
+from ppdgm.batch import Batch, check_rows, num_rows, select_rows, split_rows
+
 __all__ = [
     "BINARIZED_MNIST_URL",
     "DATASETS",
+    "FILE_SUFFIXES",
     "SPLITS",
     "BernoulliMixture",
     "batches",
@@ -36,6 +42,7 @@ __all__ = [
     "load_binarized_mnist",
     "load_digit_labels",
     "load_digits",
+    "load_file",
     "read_amat",
     "write_amat",
 ]
@@ -47,7 +54,7 @@ BINARIZED_MNIST_URL = (
 )
 SPLITS = ("train", "valid", "test")
 #: The names :func:`load` knows, as the command line spells them.
-DATASETS = ("binarized-mnist", "digits")
+DATASETS = ("binarized-mnist", "digits", "digits-gray")
 
 _ALLOWED = np.zeros(256, dtype=bool)
 _ALLOWED[list(b"01 \t\r\n")] = True
@@ -123,10 +130,7 @@ def write_amat(path: str | os.PathLike[str], x: Tensor) -> None:
     if x.dim() != 2 or bool(((x != 0) & (x != 1)).any()):
         raise ValueError(f"expected [N, D] data of 0 and 1, got shape {tuple(x.shape)}")
     text = "\n".join(" ".join(map(str, row)) for row in x.to(torch.int64).tolist()) + "\n"
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def load_binarized_mnist(directory: str | os.PathLike[str], split: str = "train") -> Tensor:
@@ -174,14 +178,10 @@ def download(
             raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         path = directory / f"binarized_mnist_{split}.amat"
         if not path.is_file():
-            tmp = path.with_name(path.name + ".part")
-            try:
+            with atomic_path(path, ".part") as tmp:
                 with opener(url.format(split=split)) as response, tmp.open("wb") as out:
                     shutil.copyfileobj(response, out)
                 read_amat(tmp, dim=784)
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
         paths.append(path)
     return paths
 
@@ -244,8 +244,9 @@ def _digits_split(n: int, split: str, seed: int) -> Tensor:
 
 
 def load(name: str, split: str, data_dir: str | os.PathLike[str] | None = None) -> Tensor:
-    """A dataset of :data:`DATASETS` by name: ``binarized-mnist`` (needs ``data_dir``) or
-    ``digits`` (binarized at 8).
+    """A dataset of :data:`DATASETS` by name: ``binarized-mnist`` (needs ``data_dir``),
+    ``digits`` (binarized at 8) or ``digits-gray`` (the 17 gray levels ``0..16``, for flows
+    with dequantization).
 
     Raises:
         ValueError: for an unknown name or split, or binarized MNIST without ``data_dir``.
@@ -256,29 +257,117 @@ def load(name: str, split: str, data_dir: str | os.PathLike[str] | None = None) 
         return load_binarized_mnist(data_dir, split)
     if name == "digits":
         return load_digits(split)
-    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if name == "digits-gray":
+        return load_digits(split, binary=False)
+    raise ValueError(
+        f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, or name a data file "
+        f"({', '.join(FILE_SUFFIXES)})"
+    )
+
+
+#: The kinds of data file :func:`load_file` reads.
+FILE_SUFFIXES = (".pt", ".npy", ".npz", ".csv", ".amat")
+
+
+def load_file(path: str | os.PathLike[str]) -> Batch:
+    """Rows of data from a file, by its suffix:
+
+    - ``.pt``: a tensor, or a dict or tuple of tensors (``torch.save``; read with
+      ``weights_only=True``, so no code in the file runs);
+    - ``.npy``: one array; ``.npz``: its arrays as a dict (``np.savez(path, x=x, y=y)``), read
+      without pickles;
+    - ``.csv``: numbers, one row per line, comma-separated, no header;
+    - ``.amat``: binary rows (:func:`read_amat`).
+
+    Floating-point arrays become float32 tensors (float64 stays float64), integer arrays int64
+    (labels). A dict or tuple reaches a model as keyword or positional arguments
+    (:mod:`ppdgm.batch`).
+
+    Raises:
+        FileNotFoundError: for a missing file.
+        ValueError: for an unknown suffix, a file that cannot be parsed (the message names the
+            file and the fault), ragged rows, or NaN values.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     np.savez(f"{d}/xy.npz", x=np.zeros((3, 2)), y=np.arange(3))
+        ...     data = load_file(f"{d}/xy.npz")
+        >>> {k: (tuple(v.shape), v.dtype) for k, v in data.items()}
+        {'x': ((3, 2), torch.float64), 'y': ((3,), torch.int64)}
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such data file: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".pt":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                loaded = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(loaded, list):
+                loaded = tuple(loaded)
+        elif suffix == ".npy":
+            loaded = _from_numpy(np.load(path, allow_pickle=False))
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as arrays:
+                loaded = {k: _from_numpy(arrays[k]) for k in arrays.files}
+        elif suffix == ".csv":
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # numpy only warns about an empty file
+                loaded = _from_numpy(np.loadtxt(path, delimiter=",", ndmin=2))
+        elif suffix == ".amat":
+            loaded = read_amat(path)
+        else:
+            raise ValueError(
+                f"{path}: unknown kind of data file {suffix or '(no suffix)'}; use one of "
+                f"{', '.join(FILE_SUFFIXES)}"
+            )
+    except ValueError as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise ValueError(f"cannot read {path} as data: {e}") from None
+    except (pickle.UnpicklingError, OSError, RuntimeError, UserWarning) as e:
+        raise ValueError(f"cannot read {path} as data ({type(e).__name__}: {e})") from None
+    try:
+        return check_rows(loaded, path.name)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def _from_numpy(array: np.ndarray) -> Tensor:
+    if array.dtype.kind == "f":
+        dtype = np.float64 if array.dtype == np.float64 else np.float32
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=dtype))
+    if array.dtype.kind in "iub":
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
+    raise ValueError(f"arrays of numbers are needed, got dtype {array.dtype}")
 
 
 def batches(
-    x: Tensor, batch_size: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0
-) -> Iterator[Tensor]:
-    """Minibatches of the rows of ``x``, shuffled by a permutation that depends only on
-    ``(seed, epoch)``, so that an epoch can be replayed (resumed) exactly.
+    x: Batch, batch_size: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0
+) -> Iterator[Batch]:
+    """Minibatches of the rows of ``x`` (a tensor, or a tuple or dict of tensors whose rows go
+    together), shuffled by a permutation that depends only on ``(seed, epoch)``, so that an
+    epoch can be replayed (resumed) exactly.
 
     Example:
         >>> x = torch.arange(5.0)[:, None]
         >>> [b.squeeze(1).tolist() for b in batches(x, 2, seed=0)]
         [[4.0, 0.0], [1.0, 3.0], [2.0]]
+        >>> [y.tolist() for _, y in batches((x, torch.arange(5)), 2, seed=0)]
+        [[4, 0], [1, 3], [2]]
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    n = num_rows(x)
     if shuffle:
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        index = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), batch_size):
-            yield x[index[start : start + batch_size]]
+        index = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch_size):
+            yield select_rows(x, index[start : start + batch_size])
     else:
-        yield from x.split(batch_size)
+        yield from split_rows(x, batch_size)
 
 
 def dataloader(

@@ -20,6 +20,7 @@ import graphviz
 import pandas as pd
 import torch
 
+from ppdgm.atomic import write_bytes_atomic
 from ppdgm.bn import DiscreteBN, asia
 from ppdgm.commands._common import blank_cells, write_frame
 
@@ -264,6 +265,4 @@ def _indent(text: str, prefix: str = "  ") -> str:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data)

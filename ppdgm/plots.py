@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ppdgm.atomic import atomic_path
+
 __all__ = [
     "image_shape",
     "picture_samples",
@@ -38,14 +40,9 @@ def _figure(width: float, height: float) -> Any:
 
 
 def _save(figure: Any, path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    try:
+    with atomic_path(path, ".tmp.png") as tmp:
         figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def image_shape(dim: int) -> tuple[int, int]:

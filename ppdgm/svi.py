@@ -35,6 +35,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 from torch import Tensor, nn
 
+from ppdgm.batch import Batch, as_arguments, num_rows
 from ppdgm.iwae import IWAE
 
 __all__ = ["LOSSES", "SVIObjective"]
@@ -109,11 +110,16 @@ class SVIObjective:
             return 1.0
         return min(1.0, (step + 1) / self.anneal_steps)
 
-    def __call__(self, model: nn.Module, batch: Tensor, step: int) -> Tensor:
-        """The loss per data point of ``batch`` at training step ``step``."""
+    #: an SVI objective trains a model's Pyro programs: :func:`ppdgm.train.fit` checks that the
+    #: model has ``model`` and ``guide``
+    needs_program = True
+
+    def __call__(self, model: nn.Module, batch: Batch, step: int) -> Tensor:
+        """The loss per data point of ``batch`` (a tensor, or a tuple or dict of tensors
+        passed as the programs' arguments) at training step ``step``."""
         beta = self.beta(step)
-        if self.program or not hasattr(model, "log_weights"):
-            return self._program_loss(model, batch, beta) / len(batch)
+        if self.program or not hasattr(model, "log_weights") or not isinstance(batch, Tensor):
+            return self._program_loss(model, batch, beta) / num_rows(batch)
         k = self.num_particles
         if self.loss == "iwae":
             lw = model.log_weights(batch, k, beta)
@@ -130,10 +136,11 @@ class SVIObjective:
         cls = TraceMeanField_ELBO if self.loss == "meanfield" else Trace_ELBO
         return cls(num_particles=k, vectorize_particles=k > 1)
 
-    def _program_loss(self, model: nn.Module, batch: Tensor, beta: float) -> Tensor:
+    def _program_loss(self, model: nn.Module, batch: Batch, beta: float) -> Tensor:
         elbo = self.elbo
         program_model, program_guide = model.model, model.guide
         if beta != 1.0:
             program_model = _ScaleLatent(beta)(program_model)
             program_guide = _ScaleLatent(beta)(program_guide)
-        return elbo.differentiable_loss(program_model, program_guide, batch)
+        args, kwargs = as_arguments(batch)
+        return elbo.differentiable_loss(program_model, program_guide, *args, **kwargs)

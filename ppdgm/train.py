@@ -29,23 +29,47 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ppdgm._probe import probe
+from ppdgm.atomic import write_text_atomic
 from ppdgm.autoregressive import values_checked
-from ppdgm.checkpoint import load_model, model_spec, read_checkpoint, save_checkpoint
+from ppdgm.base import DENSITY, PROGRAM, can_sample, log_prob_is_exact, model_kind
+from ppdgm.batch import (
+    Batch,
+    as_arguments,
+    check_rows,
+    first_tensor,
+    map_tensors,
+    num_rows,
+    select_rows,
+    split_rows,
+)
+from ppdgm.checkpoint import (
+    describe_spec,
+    load_state,
+    model_spec,
+    read_checkpoint,
+    same_model,
+    save_checkpoint,
+)
 from ppdgm.data import batches
+from ppdgm.estimate import Estimate, LogLikelihood
+from ppdgm.params import load_program_params, program_params
 from ppdgm.plots import picture_samples, save_learning_curves, save_sample_grid
+from ppdgm.svi import SVIObjective
 
 __all__ = [
     "PRECISIONS",
     "FitResult",
     "Objective",
     "adam",
+    "default_objective",
     "evaluate",
     "fit",
     "maximum_likelihood",
     "retain_freed_memory",
 ]
 
-Objective = Callable[[nn.Module, Tensor, int], Tensor]
+Objective = Callable[[nn.Module, Batch, int], Tensor]
 
 
 def retain_freed_memory() -> bool:
@@ -68,22 +92,51 @@ def retain_freed_memory() -> bool:
         return False
 
 
-def maximum_likelihood(model: nn.Module, batch: Tensor, step: int) -> Tensor:
+def maximum_likelihood(model: nn.Module, batch: Batch, step: int) -> Tensor:
     """``-mean log p(batch)``: the model's ``training_loss(batch, step)`` where it has one (MADE
-    picks the mask of the step there), else ``-model.log_prob(batch).mean()``."""
+    picks the mask of the step there), else ``-model.log_prob(*batch).mean()``."""
     training_loss = getattr(model, "training_loss", None)
-    if training_loss is not None:
+    if training_loss is not None and isinstance(batch, Tensor):
         return training_loss(batch, step)
-    return -model.log_prob(batch).mean()
+    args, kwargs = as_arguments(batch)
+    return -model.log_prob(*args, **kwargs).mean()
+
+
+def default_objective(model: nn.Module) -> Objective:
+    """The objective :func:`fit` uses when given none: maximum likelihood for a density model,
+    the ELBO (:class:`ppdgm.svi.SVIObjective`) for a latent-variable model."""
+    if model_kind(model) == DENSITY:
+        return maximum_likelihood
+    return SVIObjective("elbo")
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, batch_size: int = 100) -> dict[str, Any]:
+def evaluate(
+    model: nn.Module,
+    x: Batch,
+    batch_size: int = 100,
+    *,
+    method: str = "elbo",
+    num_samples: int = 1,
+) -> dict[str, Any]:
     """The mean negative log-likelihood of the rows of ``x``, in nats and in bits per dimension.
 
-    A model with an exact ``log_prob`` is scored with it (``"bound": "exact"``); a latent-variable
-    model without one (the VAEs) by its ``elbo`` with one sample per row, an upper bound on the
-    NLL (``"bound": "elbo"``); use :class:`ppdgm.estimate.LogLikelihood` for tighter estimates.
+    A density model is scored with its ``log_prob``: ``"bound": "exact"``, or
+    ``"dequantization"`` where ``log_prob`` is a bound (a dequantized flow says so with
+    ``log_prob_is_exact = False``). A latent-variable model is scored by
+    :class:`ppdgm.estimate.LogLikelihood` on its ``model`` and ``guide``: ``method="elbo"``
+    (an upper bound on the NLL) or ``"importance"`` (the IWAE bound with ``num_samples``
+    draws, tighter), with its standard error.
+
+    Arguments:
+        model: the model (see :mod:`ppdgm.base`).
+        x: the rows (a tensor, or a tuple or dict of tensors, see :mod:`ppdgm.batch`).
+        batch_size: rows per pass.
+        method, num_samples: the estimator of a latent-variable model.
+
+    Returns:
+        ``rows``, ``nll``, ``bits_per_dim``, ``bound``, and for estimates ``stderr`` (of
+        ``nll``) and ``num_samples``.
 
     Example:
         >>> from ppdgm.models import FVSBN
@@ -93,20 +146,42 @@ def evaluate(model: nn.Module, x: Tensor, batch_size: int = 100) -> dict[str, An
         >>> evaluate(model, torch.ones(3, 4))
         {'rows': 3, 'nll': 2.772588..., 'bits_per_dim': 1.0, 'bound': 'exact'}
     """
-    score, bound = getattr(model, "log_prob", None), "exact"
-    if score is None:
-        score, bound = model.elbo, "elbo"
+    kind = model_kind(model)
+    x = check_rows(x, "x")
     first = next(model.parameters(), None)
-    device = first.device if first is not None else x.device
+    device = first.device if first is not None else first_tensor(x).device
     was_training = model.training
     model.eval()
+    out: dict[str, Any] = {"rows": num_rows(x)}
     try:  # each chunk moves to the model's device: a model on a GPU scores data in memory
-        total = sum(float(score(chunk.to(device)).double().sum()) for chunk in x.split(batch_size))
+        chunks = (map_tensors(c, lambda t: t.to(device)) for c in split_rows(x, batch_size))
+        if kind == DENSITY:
+            total = 0.0
+            for chunk in chunks:
+                args, kwargs = as_arguments(chunk)
+                total += float(model.log_prob(*args, **kwargs).double().sum())
+            bound, variance = ("exact" if log_prob_is_exact(model) else "dequantization"), None
+        else:
+            estimator = LogLikelihood(
+                model.model, model.guide, method=method, num_samples=num_samples
+            )
+            parts = []
+            for chunk in chunks:
+                args, kwargs = as_arguments(chunk)
+                parts.append(estimator(*args, **kwargs))
+            estimate = Estimate.concat(parts)
+            total, variance, bound = estimate.total, estimate.total_stderr**2, method
     finally:
         model.train(was_training)
-    nll = -total / max(len(x), 1)
-    bits = nll / (x.shape[1] * math.log(2))
-    return {"rows": len(x), "nll": nll, "bits_per_dim": bits, "bound": bound}
+    n = max(out["rows"], 1)
+    dim = math.prod(first_tensor(x).shape[1:])
+    out["nll"] = -total / n
+    out["bits_per_dim"] = out["nll"] / (dim * math.log(2))
+    out["bound"] = bound
+    if variance is not None:
+        out["stderr"] = math.sqrt(variance) / n if math.isfinite(variance) else math.nan
+        out["num_samples"] = num_samples
+    return out
 
 
 @dataclass
@@ -115,14 +190,16 @@ class FitResult:
 
     Attributes:
         history: one entry per finished epoch (``epoch``, ``train_loss``, ``valid_nll``,
-            ``valid_bits_per_dim``, ``seconds``, ``best``; ``valid_bound: "elbo"`` where the
-            validation NLL is the negative ELBO of a latent-variable model).
+            ``valid_bits_per_dim``, ``seconds``, ``best``; ``valid_bound`` where the
+            validation NLL is a bound (``"elbo"``, ``"dequantization"``); ``valid_iwae_nll``
+            with ``valid_samples``).
         best_epoch: the epoch of the lowest validation NLL (the last epoch without validation
             data); its weights are in the model when :func:`fit` returns.
         best_valid_nll: that NLL, or None.
         stopped_early: whether early stopping ended the run.
         seconds: training time of the epochs run by this call.
         out_dir: where checkpoints, metrics and pictures went, or None.
+        files: the files written into ``out_dir``.
     """
 
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -131,12 +208,13 @@ class FitResult:
     stopped_early: bool = False
     seconds: float = 0.0
     out_dir: Path | None = None
+    files: list[Path] = field(default_factory=list)
 
 
 def fit(
     model: nn.Module,
-    train: Tensor,
-    valid: Tensor | None = None,
+    train: Batch,
+    valid: Batch | None = None,
     *,
     epochs: int = 10,
     batch_size: int = 100,
@@ -147,7 +225,8 @@ def fit(
     patience: int | None = None,
     max_seconds: float | None = None,
     seed: int = 0,
-    objective: Objective = maximum_likelihood,
+    objective: Objective | None = None,
+    valid_samples: int | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -157,17 +236,25 @@ def fit(
 ) -> FitResult:
     """Trains ``model`` by minimizing ``objective`` over minibatches of ``train`` with Adam.
 
+    ``model`` is any module of the contract (:mod:`ppdgm.base`): one with ``log_prob``
+    trains by maximum likelihood, one with Pyro programs ``model`` and ``guide`` by SVI (the
+    ELBO unless ``objective`` says otherwise). Parameters a program creates with
+    ``pyro.param`` are found by running it once before training, and trained and saved with
+    the module's own.
+
     Every epoch: a pass over ``train`` shuffled by ``(seed, epoch)``, then the validation NLL
-    (:func:`evaluate`); a lower one saves ``best.pt``; ``last.pt`` (for ``resume``) and one line
-    of ``metrics.jsonl`` are written after every epoch. At the end the best weights are loaded
-    into the model, and ``learning_curves.png`` and ``samples.png`` are drawn.
+    (:func:`evaluate`; the negative ELBO of a latent-variable model); a lower one saves
+    ``best.pt``; ``last.pt`` (for ``resume``) and one line of ``metrics.jsonl`` are written
+    after every epoch. At the end the best weights are loaded into the model, and
+    ``learning_curves.png`` and (for a model with ``sample``) ``samples.png`` are drawn.
 
     Arguments:
-        model: a module with ``log_prob`` (and ``training_loss``, ``sample``, ``check`` where
-            it has them).
-        train, valid: ``[N, D]`` data, moved to the device of the model's parameters (so
-            that a model moved to a GPU trains there); ``valid`` None: no validation or
-            early stopping.
+        model: the model, a ``torch.nn.Module``.
+        train, valid: the rows, a tensor ``[N, ...]`` or a tuple or dict of tensors with ``N``
+            rows each (labels reach the model this way: ``model(x, y)``, see
+            :mod:`ppdgm.batch`), moved to the device of the model's parameters (so that a
+            model moved to a GPU trains there); ``valid`` None: no validation or early
+            stopping.
         epochs: the epoch to stop after, counting those a resumed run already did.
         batch_size, lr: minibatch size and Adam's learning rate (Adam as :func:`adam` makes it).
         weight_decay: an L2 penalty on every parameter (Adam's ``weight_decay``); 0: none.
@@ -181,7 +268,10 @@ def fit(
         max_seconds: stop after the epoch during which this much training time (in this call)
             has passed; None: no limit.
         seed: the seed of the shuffles and of torch's random stream during training.
-        objective: the loss of a minibatch, ``(model, batch, step) -> Tensor``.
+        objective: the loss of a minibatch, ``(model, batch, step) -> Tensor``; None:
+            :func:`default_objective`.
+        valid_samples: for a latent-variable model, also report the importance-weighted
+            bound with this many samples each epoch (``valid_iwae_nll``); None: only the ELBO.
         out_dir: the folder of checkpoints, metrics and pictures; None: keep nothing.
         resume: continue the run whose ``last.pt`` is in ``out_dir``.
         overwrite: start afresh even if ``out_dir`` holds a run.
@@ -190,6 +280,7 @@ def fit(
         data: a description of the data, kept in the checkpoints (``ppdgm evaluate`` uses it).
 
     Raises:
+        TypeError: for a model of neither kind (the message names the missing methods).
         ValueError: for bad settings or data (see the model's ``check``), a ``resume`` whose
             checkpoint is of another model or other settings, an ``out_dir`` holding a run
             without ``resume`` or ``overwrite``, or a loss that is not finite.
@@ -202,11 +293,26 @@ def fit(
         raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
     if patience is not None and valid is None:
         raise ValueError("early stopping (patience) needs validation data")
-    check = getattr(model, "check", lambda x: x)
-    device = next(model.parameters()).device
-    train = check(train).to(device)
-    valid = check(valid).to(device) if valid is not None else None
-    if len(train) == 0:
+    if valid_samples is not None and (
+        isinstance(valid_samples, bool) or not isinstance(valid_samples, int) or valid_samples < 1
+    ):
+        raise ValueError(f"valid_samples must be a positive integer, got {valid_samples!r}")
+    if objective is None:
+        objective = default_objective(model)
+    kind = model_kind(model, program=bool(getattr(objective, "needs_program", False)))
+    if valid_samples is not None and model_kind(model) != PROGRAM:
+        raise ValueError(
+            "valid_samples is for latent-variable models; a density model's log_prob is scored "
+            "as it is"
+        )
+    if next(model.parameters(), None) is None and kind == DENSITY:
+        raise ValueError(f"{type(model).__name__} has no parameters to train")
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    check = getattr(model, "check", None)
+    train = _prepare(train, "train", check, device)
+    valid = _prepare(valid, "valid", check, device) if valid is not None else None
+    if num_rows(train) == 0:
         raise ValueError("no training data")
     out = Path(out_dir) if out_dir is not None else None
     settings: dict[str, Any] = {"seed": seed, "batch_size": batch_size, "lr": lr}
@@ -223,26 +329,33 @@ def fit(
     if not 0 < lr_decay <= 1:
         raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay!r}")
     autocast = _autocast(model, precision)
-    optimizer = adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if out is not None and not resume and (out / "last.pt").exists() and not overwrite:
+        raise ValueError(
+            f"{out} holds a run already; resume it (--resume) or start over (--overwrite)"
+        )
+    if resume and out is None:
+        raise ValueError("resume needs out_dir, the folder of the run to continue")
+    # before anything is written or trained: the programs run once on a few rows, so that a
+    # program that cannot train fails now, not after an epoch, and its pyro.param parameters
+    # exist (on a stream of its own: the training stream stays that of (seed, epoch))
+    sample_rows = select_rows(train, slice(0, min(batch_size, num_rows(train))))
+    with torch.random.fork_rng(devices=_rng_devices(device)):
+        torch.manual_seed(seed)
+        pyro_params = _preflight(model, kind, sample_rows, valid is not None)
+    optimizer = adam([*model.parameters(), *pyro_params.values()], lr=lr, weight_decay=weight_decay)
     state: dict[str, Any] = {"history": [], "best": math.inf, "best_epoch": None, "bad": 0}
     best_state = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         if resume:
-            state, best_state = _resume(model, optimizer, out, settings)
+            state, best_state = _resume(model, pyro_params, optimizer, out, settings)
             _rewrite_metrics(out / "metrics.jsonl", state["history"])
-        elif (out / "last.pt").exists() and not overwrite:
-            raise ValueError(
-                f"{out} holds a run already; resume it (--resume) or start over (--overwrite)"
-            )
         else:
             _rewrite_metrics(out / "metrics.jsonl", [])
-    elif resume:
-        raise ValueError("resume needs out_dir, the folder of the run to continue")
 
     history: list[dict[str, Any]] = state["history"]
     start = len(history)
-    steps_per_epoch = math.ceil(len(train) / batch_size)
+    steps_per_epoch = math.ceil(num_rows(train) / batch_size)
     stopped = patience is not None and state["bad"] >= patience
     bar = tqdm(
         total=epochs * steps_per_epoch,
@@ -252,7 +365,7 @@ def fit(
         dynamic_ncols=True,
     )
     began = time.perf_counter()
-    with torch.random.fork_rng(devices=[]), bar:
+    with torch.random.fork_rng(devices=_rng_devices(device)), bar:
         for epoch in range(start, epochs):
             if stopped:
                 break
@@ -270,12 +383,15 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += loss.detach() * len(batch)
+                total += loss.detach() * num_rows(batch)
                 bar.update()
                 if b % 20 == 0:
                     _check_finite(loss, epoch, step, out)
                     bar.set_postfix(_postfix(float(loss.detach()), history), refresh=False)
-            entry: dict[str, Any] = {"epoch": epoch + 1, "train_loss": float(total) / len(train)}
+            entry: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "train_loss": float(total) / num_rows(train),
+            }
             _check_finite(torch.tensor(entry["train_loss"]), epoch, step, out)
             if valid is not None:
                 scores = evaluate(model, valid, batch_size=batch_size)
@@ -283,19 +399,33 @@ def fit(
                 entry["valid_bits_per_dim"] = scores["bits_per_dim"]
                 if scores["bound"] != "exact":
                     entry["valid_bound"] = scores["bound"]
+                if valid_samples is not None:
+                    iwae = evaluate(
+                        model,
+                        valid,
+                        batch_size=batch_size,
+                        method="importance",
+                        num_samples=valid_samples,
+                    )
+                    entry["valid_iwae_nll"] = iwae["nll"]
             score = entry.get("valid_nll", -float(epoch))  # no validation: the latest is best
             entry["best"] = score < state["best"]
             if entry["best"]:
                 state.update(best=score, best_epoch=epoch + 1, bad=0)
                 if valid is not None:  # without, the best is the latest: no copy needed
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    best_state = _snapshot(model, pyro_params)
             else:
                 state["bad"] += 1
             entry["seconds"] = time.perf_counter() - tick
             history.append(entry)
             bar.set_postfix(_postfix(entry["train_loss"], history), refresh=True)
             if out is not None:
-                extra = {"data": data or {}, "settings": settings, "epoch": epoch + 1}
+                extra = {
+                    "data": data or {},
+                    "settings": settings,
+                    "epoch": epoch + 1,
+                    "pyro_params": pyro_params,
+                }
                 if entry["best"]:
                     save_checkpoint(out / "best.pt", model, **extra)
                 with (out / "metrics.jsonl").open("a") as f:
@@ -313,13 +443,18 @@ def fit(
                 break
     seconds = time.perf_counter() - began
     if valid is not None and best_state is not None:
-        model.load_state_dict(best_state)
+        _restore(model, pyro_params, best_state)
     model.eval()
-    if out is not None and plots and history:
-        name = type(model).__name__
-        save_learning_curves(history, out / "learning_curves.png", title=name)
-        if hasattr(model, "sample"):
-            save_sample_grid(picture_samples(model, 64, seed), out / "samples.png", title=name)
+    files: list[Path] = []
+    if out is not None and history:
+        files += [out / "best.pt", out / "last.pt", out / "metrics.jsonl"]
+        if plots:
+            name = type(model).__name__
+            files.append(save_learning_curves(history, out / "learning_curves.png", title=name))
+            if can_sample(model):
+                with torch.random.fork_rng(devices=_rng_devices(device)):
+                    samples = picture_samples(model, 64, seed)
+                files.append(save_sample_grid(samples, out / "samples.png", title=name))
     has_valid = valid is not None and state["best_epoch"] is not None
     return FitResult(
         history=history,
@@ -328,7 +463,67 @@ def fit(
         stopped_early=stopped and len(history) < epochs,
         seconds=seconds,
         out_dir=out,
+        files=files,
     )
+
+
+def _rng_devices(device: torch.device) -> list[Any]:
+    return [device] if device.type == "cuda" else []
+
+
+def _prepare(
+    data: Batch, name: str, check: Callable[[Tensor], Tensor] | None, device: torch.device
+) -> Batch:
+    """The data checked (by the model's own ``check`` for a plain tensor, where it has one)
+    and moved to ``device``."""
+    data = check_rows(data, name) if check is None or not isinstance(data, Tensor) else data
+    if check is not None and isinstance(data, Tensor):
+        data = check(data)
+    return map_tensors(data, lambda t: t.to(device))
+
+
+def _preflight(model: nn.Module, kind: str, rows: Batch, validate: bool) -> dict[str, Tensor]:
+    """Runs the model once on ``rows``; returns its programs' ``pyro.param`` parameters.
+
+    Raises:
+        ValueError: for a ``log_prob`` that does not return one value per row, and for a
+            program that LogLikelihood cannot score (no plate "data", a guide that does not
+            match the model: see :func:`ppdgm._probe.probe`) when there is validation data.
+    """
+    n = num_rows(rows)
+    args, kwargs = as_arguments(rows)
+    if kind == DENSITY:
+        with torch.no_grad():
+            log_p = model.log_prob(*args, **kwargs)
+        if not isinstance(log_p, Tensor) or tuple(log_p.shape) != (n,):
+            shape = tuple(log_p.shape) if isinstance(log_p, Tensor) else type(log_p).__name__
+            raise ValueError(
+                f"{type(model).__name__}.log_prob returned {shape} for {n} rows; it must return "
+                f"one log-density per row, shape ({n},)"
+            )
+        return {}
+    params = program_params(model, rows)
+    if validate:
+        with torch.no_grad():
+            probe(model.model, model.guide, args, kwargs, "data")
+    if next(model.parameters(), None) is None and not params:
+        raise ValueError(
+            f"{type(model).__name__} has no parameters to train: its module has none and its "
+            "programs create none with pyro.param"
+        )
+    return params
+
+
+def _snapshot(model: nn.Module, pyro_params: dict[str, Tensor]) -> dict[str, Any]:
+    return {
+        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "pyro_params": {k: v.detach().clone() for k, v in pyro_params.items()},
+    }
+
+
+def _restore(model: nn.Module, pyro_params: dict[str, Tensor], snapshot: dict[str, Any]) -> None:
+    model.load_state_dict(snapshot["state_dict"])
+    load_program_params(pyro_params, snapshot["pyro_params"], "the best epoch")
 
 
 #: Adam's flags that choose its kernel, not its arithmetic
@@ -377,35 +572,39 @@ def _autocast(
 
 
 def _resume(
-    model: nn.Module, optimizer: torch.optim.Optimizer, out: Path, settings: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Tensor] | None]:
+    model: nn.Module,
+    pyro_params: dict[str, Tensor],
+    optimizer: torch.optim.Optimizer,
+    out: Path,
+    settings: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     checkpoint = read_checkpoint(out / "last.pt")
     spec, mine = checkpoint["model"], model_spec(model)
-    if (spec.get("name"), spec.get("config")) != (mine["name"], mine["config"]):
+    if not same_model(spec, mine):
         raise ValueError(
-            f"{out / 'last.pt'} is a checkpoint of {spec.get('name')} {spec.get('config')}, "
-            f"not of the {mine['name']} {mine['config']} being trained"
+            f"{out / 'last.pt'} is a checkpoint of {describe_spec(spec)}, not of the "
+            f"{describe_spec(mine)} being trained"
         )
     if checkpoint.get("settings") != settings:
         raise ValueError(
             f"{out / 'last.pt'} was trained with {checkpoint.get('settings')}, not {settings}; "
             "resume with the same seed, batch size, learning rate and objective"
         )
-    model.load_state_dict(checkpoint["state_dict"])
+    load_state(model, checkpoint, out / "last.pt")
+    load_program_params(pyro_params, checkpoint["pyro_params"], str(out / "last.pt"))
     optimizer.load_state_dict(checkpoint["optimizer"])
     for group in optimizer.param_groups:  # the saved flags name the kernel of the saving run
         group.update({k: optimizer.defaults[k] for k in _KERNEL_FLAGS})
     state = {**checkpoint["state"], "history": list(checkpoint["history"])}
     best_state = None
     if (out / "best.pt").exists():
-        best_state = load_model(out / "best.pt", expect=type(model))[0].state_dict()
+        best = read_checkpoint(out / "best.pt")
+        best_state = {"state_dict": best["state_dict"], "pyro_params": best["pyro_params"]}
     return state, best_state
 
 
 def _rewrite_metrics(path: Path, history: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(entry) + "\n" for entry in history))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(entry) + "\n" for entry in history))
 
 
 def _check_finite(loss: Tensor, epoch: int, step: int, out: Path | None) -> None:

@@ -305,6 +305,7 @@ def test_nan_during_training_stops_and_keeps_the_last_good_checkpoint(tmp_path: 
         loss = SVIObjective()(model, batch, step)
         return loss * float("nan") if step >= 5 else loss
 
+    poisoned.settings = SVIObjective().settings  # the default objective's: the run resumes
     with pytest.raises(ValueError, match=r"loss is nan at epoch 2.*last good checkpoint"):
         fit(
             vae,

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 import numpy as np
 
+from ppdgm.atomic import atomic_path
+
 if TYPE_CHECKING:
     from ppdgm.bn.network import DiscreteBN
 
@@ -117,7 +119,5 @@ def write_bif(bn: DiscreteBN, path: str | os.PathLike[str]) -> None:
     is renamed into place, so an interrupted write never leaves half a file)."""
     from pgmpy.readwrite import BIFWriter
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    BIFWriter(to_pgmpy(bn)).write_bif(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        BIFWriter(to_pgmpy(bn)).write_bif(str(tmp))

@@ -12,6 +12,7 @@ from typing import TextIO
 import numpy as np
 import pandas as pd
 
+from ppdgm.atomic import write_text_atomic
 from ppdgm.bn import DiscreteBN, available, example, read_bif
 
 __all__ = [
@@ -92,13 +93,9 @@ def write_text(text: str, path: str | os.PathLike[str] | None) -> None:
     if path is None:
         sys.stdout.write(text)
         return
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_text_atomic(path, text)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise ValueError(f"cannot write {path}: {e.strerror or e}") from None
 
 
