@@ -208,7 +208,7 @@ def estimators_section(out_dir: Path) -> None:
 
 def autoregressive_section(out_dir: Path) -> None:
     """An autoregressive model: NADE trained on 8x8 digits for a few seconds, exact log p(x)."""
-    from ppdgm.commands.autoregressive import demo_section
+    from ppdgm.commands.train import demo_section
 
     print(demo_section(out_dir))
 

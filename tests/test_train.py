@@ -15,7 +15,7 @@ import torch
 
 from ppdgm.checkpoint import load_model, read_checkpoint, save_checkpoint
 from ppdgm.cli import main
-from ppdgm.commands.autoregressive import demo_section
+from ppdgm.commands.train import demo_section
 from ppdgm.data import BernoulliMixture, batches, load_digits, write_amat
 from ppdgm.estimate import LogLikelihood
 from ppdgm.models import FVSBN, MADE, NADE

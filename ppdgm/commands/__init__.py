@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ppdgm.commands import autoregressive, bn, demo, independence
+from ppdgm.commands import bn, demo, independence, train
 
 __all__ = ["COMMANDS"]
 
@@ -14,5 +14,5 @@ COMMANDS: list[Callable[[Any], None]] = [
     bn.register,
     demo.register,
     independence.register,
-    autoregressive.register,
+    train.register,
 ]

@@ -20,6 +20,8 @@ __all__ = [
     "build_vae",
     "demo_section",
     "estimate_table",
+    "estimates",
+    "format_estimates",
     "objective",
     "parse_sizes",
     "save_pictures",
@@ -41,9 +43,13 @@ def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
     group.add_argument("--activation", default="elu", help="elu, relu, tanh or softplus (elu)")
     group.add_argument("--guide-flow", help="iaf, real_nvp, planar or radial (none: mean-field)")
     group.add_argument("--prior-flow", help="maf or real_nvp (none: N(0, I))")
-    group.add_argument("--flow-layers", type=positive_int, default=2, help="flow layers (2)")
+    group.add_argument(
+        "--flow-layers", type=positive_int, help="flow layers (2 in a VAE; 4 in a flow model)"
+    )
     group.add_argument("--components", type=positive_int, default=10, help="gmvae: mixture (10)")
-    group.add_argument("--loss", default="elbo", help="elbo, meanfield or iwae (elbo)")
+    group.add_argument(
+        "--loss", help="elbo, meanfield or iwae (elbo), for every model with model and guide"
+    )
     group.add_argument("--particles", type=positive_int, default=1, help="samples per row (1)")
     group.add_argument(
         "--anneal-steps", type=int, default=0, help="steps of KL warm-up from 0 to 1 (0: none)"
@@ -91,7 +97,7 @@ def build_vae(name: str, dim: int, args: argparse.Namespace) -> torch.nn.Module:
         "likelihood": args.likelihood,
         "guide_flow": args.guide_flow,
         "activation": args.activation,
-        "flow_layers": args.flow_layers,
+        "flow_layers": args.flow_layers or 2,
     }
     if name == "gmvae":
         if args.prior_flow:
@@ -109,38 +115,59 @@ def objective(args: argparse.Namespace) -> Any:
     and ``--anneal-steps``."""
     from ppdgm.svi import SVIObjective
 
-    return SVIObjective(args.loss, args.particles, anneal_steps=args.anneal_steps)
+    return SVIObjective(args.loss or "elbo", args.particles, anneal_steps=args.anneal_steps)
 
 
-def estimate_table(
-    model: torch.nn.Module, x: Tensor, samples: list[int], rows_per_pass: int = 100
-) -> str:
-    """The ELBO and the importance-weighted bounds with each ``K`` of ``samples`` on the rows
-    of ``x``, estimated by :class:`~ppdgm.estimate.LogLikelihood` on the model's programs, as
-    a table (per data point means in nats, with standard errors)."""
-    from ppdgm.estimate import Estimate, LogLikelihood, ParetoKWarning, comparison_table
+def estimates(
+    model: torch.nn.Module, x: Any, samples: list[int], rows_per_pass: int = 100
+) -> tuple[dict[str, Any], list[str]]:
+    """The ELBO (with the largest ``K`` of ``samples``) and the importance-weighted bounds with
+    each ``K`` of ``samples`` on the rows ``x`` (a tensor, or a tuple or dict of tensors),
+    estimated by :class:`~ppdgm.estimate.LogLikelihood` on the model's programs, by label;
+    and the labels whose importance weights were flagged as unreliable."""
+    from ppdgm.batch import as_arguments, check_rows, split_rows
+    from ppdgm.estimate import Estimate, LogLikelihood, ParetoKWarning
 
-    x = model.check(x)
-    estimates: dict[str, Estimate] = {}
+    check = getattr(model, "check", None)
+    x = check(x) if check is not None and isinstance(x, Tensor) else check_rows(x, "x")
+    found: dict[str, Estimate] = {}
     methods = [("elbo", max(samples))] + [("importance", k) for k in samples]
     notes = []
     for method, k in methods:
         estimator = LogLikelihood(model.model, model.guide, method=method, num_samples=k)
         with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ParetoKWarning)
-            parts = [estimator(chunk) for chunk in x.split(rows_per_pass)]
+            parts = []
+            for chunk in split_rows(x, rows_per_pass):
+                args, kwargs = as_arguments(chunk)
+                parts.append(estimator(*args, **kwargs))
         label = f"ELBO ({k} samples)" if method == "elbo" else f"IWAE K={k}"
-        estimates[label] = Estimate.concat(parts)
+        found[label] = Estimate.concat(parts)
         if any(issubclass(w.category, ParetoKWarning) for w in caught):
             notes.append(label)
-    table = comparison_table(estimates)
+    return found, notes
+
+
+def format_estimates(found: dict[str, Any], notes: list[str]) -> str:
+    """The estimates of :func:`estimates` as a table (per data point means in nats, with
+    standard errors), with a note on unreliable ones."""
+    from ppdgm.estimate import comparison_table
+
+    table = comparison_table(found)
     if notes:
         table += (
-            f"\nnote: heavy-tailed importance weights (Pareto k above the threshold) for some "
-            f"rows in {', '.join(notes)}: those estimates are unreliable; the guide's tails are "
-            "too light for the posterior"
+            f"\nnote: unreliable importance weights (heavy-tailed, Pareto k above the threshold, "
+            f"or one sample carrying almost all the weight) for some rows in {', '.join(notes)}: "
+            "those estimates are unreliable; the guide's tails are too light for the posterior"
         )
     return table
+
+
+def estimate_table(
+    model: torch.nn.Module, x: Any, samples: list[int], rows_per_pass: int = 100
+) -> str:
+    """:func:`estimates` as :func:`format_estimates` prints them."""
+    return format_estimates(*estimates(model, x, samples, rows_per_pass))
 
 
 def save_pictures(
