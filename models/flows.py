@@ -92,6 +92,22 @@ class FlowModel(nn.Module):
         """The number of scalar parameters."""
         return sum(p.numel() for p in self.parameters())
 
+    @property
+    def log_prob_is_exact(self) -> bool:
+        """Whether :meth:`log_prob` is exact: for continuous data; on dequantized levels it is
+        a one-draw estimate of a bound (see the class description)."""
+        return self.preprocessing is None
+
+    def summary(self) -> str:
+        """One line: the flow, its data and the number of parameters."""
+        data = (
+            "continuous data"
+            if self.preprocessing is None
+            else f"{self.preprocessing.levels} levels, dequantized (log_prob is a bound)"
+        )
+        head = f"{type(self).__name__}({self.extra_repr()})"
+        return f"{head}: {data}; {self.num_parameters:,} parameters"
+
     def distribution(self) -> dist.TransformedDistribution:
         """The flow's distribution over ``[d]`` vectors: of the data, or of the dequantized
         ``v`` when the model has a preprocessing."""

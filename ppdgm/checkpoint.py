@@ -124,18 +124,21 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, **extra: Any
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The checkpoint at ``path``, loaded with ``weights_only=True`` (tensors and plain
-    containers only: no code from the file runs) and checked.
+    """The checkpoint at ``path`` (a file, or a run folder: its ``best.pt``), loaded with
+    ``weights_only=True`` (tensors and plain containers only: no code from the file runs) and
+    checked.
 
     Raises:
-        FileNotFoundError: if there is no such file.
+        FileNotFoundError: if there is no such file, or a folder without ``best.pt``.
         ValueError: for a file that is not a PyTorch file, that holds objects other than tensors
             and plain containers (an untrusted pickle), that is not a ppdgm checkpoint, or whose
             weights hold NaN or infinite values (the message names the first one).
     """
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path} is a folder; name a checkpoint in it (best.pt or last.pt)")
+        if not (path / "best.pt").is_file():
+            raise FileNotFoundError(f"{path} is a folder without best.pt: not a finished run")
+        path = path / "best.pt"
     if not path.is_file():
         raise FileNotFoundError(f"no such checkpoint: {path}")
     try:

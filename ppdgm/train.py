@@ -20,6 +20,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,7 @@ from ppdgm.checkpoint import (
     save_checkpoint,
 )
 from ppdgm.data import batches
-from ppdgm.estimate import Estimate, LogLikelihood
+from ppdgm.estimate import Estimate, LogLikelihood, ParetoKWarning
 from ppdgm.params import load_program_params, program_params
 from ppdgm.plots import picture_samples, save_learning_curves, save_sample_grid
 from ppdgm.svi import SVIObjective
@@ -192,7 +193,8 @@ class FitResult:
         history: one entry per finished epoch (``epoch``, ``train_loss``, ``valid_nll``,
             ``valid_bits_per_dim``, ``seconds``, ``best``; ``valid_bound`` where the
             validation NLL is a bound (``"elbo"``, ``"dequantization"``); ``valid_iwae_nll``
-            with ``valid_samples``).
+            with ``valid_samples``, and ``valid_iwae_unreliable`` where its importance weights
+            were flagged as unreliable).
         best_epoch: the epoch of the lowest validation NLL (the last epoch without validation
             data); its weights are in the model when :func:`fit` returns.
         best_valid_nll: that NLL, or None.
@@ -400,14 +402,18 @@ def fit(
                 if scores["bound"] != "exact":
                     entry["valid_bound"] = scores["bound"]
                 if valid_samples is not None:
-                    iwae = evaluate(
-                        model,
-                        valid,
-                        batch_size=batch_size,
-                        method="importance",
-                        num_samples=valid_samples,
-                    )
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always", ParetoKWarning)
+                        iwae = evaluate(
+                            model,
+                            valid,
+                            batch_size=batch_size,
+                            method="importance",
+                            num_samples=valid_samples,
+                        )
                     entry["valid_iwae_nll"] = iwae["nll"]
+                    if any(issubclass(w.category, ParetoKWarning) for w in caught):
+                        entry["valid_iwae_unreliable"] = True
             score = entry.get("valid_nll", -float(epoch))  # no validation: the latest is best
             entry["best"] = score < state["best"]
             if entry["best"]:

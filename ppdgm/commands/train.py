@@ -20,7 +20,7 @@ from typing import Any
 from ppdgm.commands import vae
 from ppdgm.commands._common import device, positive_int
 
-__all__ = ["checkpoint_path", "demo_section", "register"]
+__all__ = ["demo_section", "register"]
 
 #: ``fit(precision=...)``'s values (kept here so that ``ppdgm --help`` does not import torch)
 PRECISIONS = ("32", "bf16-mixed")
@@ -145,20 +145,6 @@ def _is_source(model: str) -> bool:
     return ".py:" in model or model.endswith(".py")
 
 
-def checkpoint_path(text: str) -> Path:
-    """A checkpoint named on the command line: a file, or a run folder (its ``best.pt``).
-
-    Raises:
-        FileNotFoundError: for a missing file, or a folder without ``best.pt``.
-    """
-    path = Path(text)
-    if path.is_dir():
-        if not (path / "best.pt").is_file():
-            raise FileNotFoundError(f"{path} is a folder without best.pt: not a finished run")
-        return path / "best.pt"
-    return path
-
-
 def _parse_kwargs(text: str | None) -> dict[str, Any]:
     if text is None:
         return {}
@@ -224,11 +210,14 @@ def _split_of(data: dict[str, Any], split: str, data_dir: str | None) -> Any:
 
 
 def _describe(model: Any) -> str:
+    from ppdgm.models import MODELS
+
     summary = getattr(model, "summary", None)
     if callable(summary):
         return summary()
     count = sum(p.numel() for p in model.parameters())
-    return f"{type(model).__name__} (your own module): {count:,} parameters"
+    own = "" if type(model) in MODELS.values() else " (your own module)"
+    return f"{type(model).__name__}{own}: {count:,} parameters"
 
 
 def _build_zoo(args: argparse.Namespace, name: str, dim: int) -> Any:
@@ -365,7 +354,7 @@ def run_sample(args: argparse.Namespace) -> int:
     from ppdgm.checkpoint import load_model
     from ppdgm.plots import picture_samples, save_sample_grid
 
-    model, _ = load_model(checkpoint_path(args.checkpoint))
+    model, _ = load_model(args.checkpoint)
     if not can_sample(model):
         raise ValueError(
             f"{type(model).__name__} has no sample(n) method: add one that returns n draws "
@@ -387,7 +376,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ppdgm.data import load_file
     from ppdgm.train import evaluate
 
-    path = checkpoint_path(args.checkpoint)
+    path = Path(args.checkpoint)
+    path = path / "best.pt" if path.is_dir() else path
     data = read_checkpoint(path).get("data") or {}
     if args.data:
         x, name, split = load_file(args.data), args.data, "file"
@@ -458,8 +448,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _numbers(nll: float, stderr: float, dim: int) -> dict[str, float]:
-    return {"nll": nll, "stderr": stderr, "bits_per_dim": nll / (dim * math.log(2))}
+def _numbers(nll: float, stderr: float, dim: int) -> dict[str, float | None]:
+    # one draw has no spread to measure: JSON has no NaN, so None
+    spread = stderr if math.isfinite(stderr) else None
+    return {"nll": nll, "stderr": spread, "bits_per_dim": nll / (dim * math.log(2))}
 
 
 def demo_section(out_dir: Path) -> str:
