@@ -26,7 +26,13 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["build_from_source", "load_source", "parse_reference", "source_of"]
+__all__ = [
+    "build_from_source",
+    "load_object",
+    "load_source",
+    "parse_reference",
+    "source_of",
+]
 
 _SOURCES: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = weakref.WeakKeyDictionary()
 
@@ -74,6 +80,44 @@ def _import(path: Path) -> ModuleType:
     return module
 
 
+def load_object(reference: str) -> Any:
+    """The class or function ``NAME`` of ``FILE.py`` (``reference`` is ``FILE.py:NAME``), e.g.
+    a Pyro program to inspect or a factory of modules.
+
+    Raises:
+        FileNotFoundError: for a missing file.
+        ValueError: for a bad reference, a file that fails to import, or no callable ``NAME``
+            in it (the message lists what it has).
+    """
+    path, name = parse_reference(reference)
+    module = _import(path)
+    found = getattr(module, name, None)
+    if callable(found):
+        return found
+    classes = sorted(
+        k
+        for k, v in vars(module).items()
+        if not k.startswith("_")
+        and isinstance(v, type)
+        and issubclass(v, nn.Module)
+        and v.__module__ == module.__name__
+    )
+    functions = sorted(
+        k
+        for k, v in vars(module).items()
+        if not k.startswith("_")
+        and callable(v)
+        and getattr(v, "__module__", None) == module.__name__
+        and not isinstance(v, type)
+    )
+    hint = "".join(
+        f"; its {what}: {', '.join(names)}"
+        for what, names in (("modules", classes), ("functions", functions))
+        if names
+    )
+    raise ValueError(f"{path} has no class or function {name!r}{hint}")
+
+
 def load_source(reference: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
     """The module that ``NAME(**kwargs)`` of ``FILE.py`` returns (``reference`` is
     ``FILE.py:NAME``), recorded with its source so that checkpoints can rebuild it.
@@ -92,19 +136,7 @@ def load_source(reference: str, kwargs: dict[str, Any] | None = None) -> nn.Modu
         raise ValueError(
             f"the keyword arguments of {name} must be JSON data, got {kwargs!r}"
         ) from None
-    module = _import(path)
-    factory = getattr(module, name, None)
-    if not callable(factory):
-        found = sorted(
-            k
-            for k, v in vars(module).items()
-            if not k.startswith("_")
-            and isinstance(v, type)
-            and issubclass(v, nn.Module)
-            and v.__module__ == module.__name__
-        )
-        hint = f"; its modules: {', '.join(found)}" if found else ""
-        raise ValueError(f"{path} has no class or function {name!r}{hint}")
+    factory = load_object(reference)
     try:
         built = factory(**kwargs)
     except TypeError as e:

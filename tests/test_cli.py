@@ -453,3 +453,14 @@ def test_console_script_help() -> None:
     assert "usage: ppdgm" in done.stdout
     for command in ("bn", "demo"):
         assert re.search(rf"^\s+{command}\s", done.stdout, re.M), command
+
+
+def test_the_parser_imports_no_torch() -> None:
+    """``ppdgm --help`` answers fast: building the parser imports neither torch nor pyro nor
+    pandas (each command imports what it needs when it runs)."""
+    code = (
+        "import sys, ppdgm.cli; ppdgm.cli.build_parser(); "
+        "print(sorted(m for m in ('torch', 'pyro', 'pandas') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

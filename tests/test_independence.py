@@ -454,7 +454,7 @@ def test_cli_on_a_program_file(tmp_path, capsys) -> None:
     assert main(["blanket", f"{program}:story", "z"]) == 0
     assert "Markov blanket of z (2 variables): a, b" in capsys.readouterr().out
     assert main(["ci", f"{program}:nothing", "--x", "a", "--y", "b"]) == 2
-    assert "has no function 'nothing'; it has ['story']" in capsys.readouterr().err
+    assert "has no class or function 'nothing'; its functions: story" in capsys.readouterr().err
 
 
 def test_cli_blanket_and_errors(capsys) -> None:

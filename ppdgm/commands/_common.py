@@ -7,13 +7,14 @@ import io
 import os
 import sys
 from pathlib import Path
-from typing import TextIO
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, TextIO
 
 from ppdgm.atomic import write_text_atomic
-from ppdgm.bn import DiscreteBN, available, example, read_bif
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ppdgm.bn import DiscreteBN
 
 __all__ = [
     "blank_cells",
@@ -43,6 +44,8 @@ def load_network(spec: str | os.PathLike[str]) -> DiscreteBN:
         ValueError: for a file that is not valid BIF, or a name that is neither a file nor an
             example network (the message lists the examples).
     """
+    from ppdgm.bn import available, example, read_bif
+
     path = Path(spec)
     if path.is_file():
         return read_bif(path)
@@ -68,6 +71,8 @@ def read_rows(path: str | os.PathLike[str]) -> pd.DataFrame:
         FileNotFoundError: if there is no such file.
         ValueError: if the path is a folder or the file cannot be parsed as CSV.
     """
+    import pandas as pd
+
     source: str | os.PathLike[str] | TextIO = path
     if os.fspath(path) == "-":
         source = sys.stdin
@@ -149,6 +154,8 @@ def blank_cells(frame: pd.DataFrame, fraction: float, seed: int | None = None) -
     Raises:
         ValueError: for a fraction outside [0, 1].
     """
+    import numpy as np
+
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"the fraction of missing cells must be in [0, 1], not {fraction}")
     mask = np.random.default_rng(seed).random(frame.shape) < fraction

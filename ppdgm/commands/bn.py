@@ -7,13 +7,8 @@ import itertools
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-import pyro
-import torch
-
-from ppdgm.bn import DiscreteBN
 from ppdgm.commands._common import (
     blank_cells,
     fraction,
@@ -26,7 +21,12 @@ from ppdgm.commands._common import (
     write_frame,
 )
 from ppdgm.counting import format_count
-from ppdgm.estimate import LogLikelihood, ParetoKWarning
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+    from ppdgm.bn import DiscreteBN
 
 __all__ = ["cpt_frame", "network_summary", "parameter_summary", "register"]
 
@@ -198,6 +198,8 @@ def parameter_summary(bn: DiscreteBN) -> str:
 def cpt_frame(bn: DiscreteBN, variable: str) -> pd.DataFrame:
     """The table of ``variable`` as a DataFrame: one row per parent configuration, one column
     per state."""
+    import pandas as pd
+
     parents = bn.parents(variable)
     table = bn.cpt(variable).reshape(-1, len(bn.states[variable])).numpy()
     columns = [str(s) for s in bn.states[variable]]
@@ -227,6 +229,9 @@ def run_sample(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------- query
 def run_query(args: argparse.Namespace) -> int:
     """``ppdgm bn query``: posterior marginals given command-line or CSV evidence."""
+    import pandas as pd
+    import torch
+
     variables = parse_names(args.vars)
     evidence = parse_assignments(args.evidence) if args.evidence else {}
     bn = load_network(args.network)
@@ -257,6 +262,8 @@ def run_query(args: argparse.Namespace) -> int:
 def _query_one(
     bn: DiscreteBN, variables: list[str], evidence: dict[str, str], output: str | None
 ) -> int:
+    import pandas as pd
+
     frame = pd.DataFrame({k: [v] for k, v in evidence.items()}, index=[0])
     given = ", ".join(f"{k}={v}" for k, v in evidence.items())
     log_p = float(bn.log_prob(frame)[0])
@@ -283,6 +290,8 @@ def _query_one(
 
 
 def _warn_impossible(log_p: torch.Tensor, stream: Any, consequence: str) -> None:
+    import torch
+
     bad = (~torch.isfinite(log_p)).nonzero().flatten().tolist()
     if bad:
         shown = ", ".join(str(i + 1) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
@@ -296,6 +305,10 @@ def _warn_impossible(log_p: torch.Tensor, stream: Any, consequence: str) -> None
 # ------------------------------------------------------------------------------------- loglik
 def run_loglik(args: argparse.Namespace) -> int:
     """``ppdgm bn loglik``: per-row log-probabilities (exact or estimated), total and mean."""
+    import pyro
+
+    from ppdgm.estimate import LogLikelihood, ParetoKWarning
+
     bn = load_network(args.network)
     rows = read_rows(args.data)
     method = getattr(args, "method", "exact")
@@ -419,6 +432,8 @@ def _history_table(history: list[float], n: int, head: int = 3, tail: int = 2) -
 
 
 def _largest_change(before: DiscreteBN, after: DiscreteBN) -> str:
+    import torch
+
     worst, where = -1.0, ""
     for v in before.variables:
         diff = (after.cpt(v) - before.cpt(v)).abs()

@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 import sys
 import warnings
 from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from ppdgm import bn as networks
-from ppdgm.bn.network import DiscreteBN
-from ppdgm.citest import check_independencies
 from ppdgm.commands._common import load_network, parse_names
-from ppdgm.independence import (
-    Independence,
-    active_trail,
-    d_separated,
-    format_trail,
-    markov_blanket,
-    minimal_d_separator,
-)
-from ppdgm.inspect import GraphvizNotFound, dependency_graph, render
+
+if TYPE_CHECKING:
+    from ppdgm.bn.network import DiscreteBN
 
 __all__ = ["demo_section", "load_target", "register"]
 
@@ -45,31 +35,18 @@ def load_target(spec: str) -> DiscreteBN | Callable[..., Any]:
         ValueError: when ``spec`` is none of these, or the file or function cannot be loaded.
         FileNotFoundError: for a BIF path that does not exist.
     """
-    file, colon, function = spec.rpartition(":")
+    from ppdgm.source import load_object
+
+    file, colon, _ = spec.rpartition(":")
     if colon and file.endswith(".py"):
-        return _load_program(Path(file), function)
+        return load_object(spec)
     return load_network(spec)
 
 
-def _load_program(path: Path, function: str) -> Callable[..., Any]:
-    if not path.is_file():
-        raise ValueError(f"no such program file: {str(path)!r}")
-    spec = importlib.util.spec_from_file_location(f"_ppdgm_program_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise ValueError(f"cannot import {str(path)!r} as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:
-        raise ValueError(f"importing {str(path)!r} failed: {type(e).__name__}: {e}") from e
-    found = getattr(module, function, None)
-    if not callable(found):
-        names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
-        raise ValueError(f"{str(path)!r} has no function {function!r}; it has {names}")
-    return found
-
-
 def _graph(target: DiscreteBN | Callable[..., Any]) -> DiscreteBN | nx.DiGraph:
+    from ppdgm.bn.network import DiscreteBN
+    from ppdgm.inspect import dependency_graph
+
     return target if isinstance(target, DiscreteBN) else dependency_graph(target)
 
 
@@ -80,6 +57,14 @@ def _names(text: str | None) -> list[str]:
 def explain(g: DiscreteBN | nx.DiGraph, xs: list[str], ys: list[str], given: list[str]) -> str:
     """The answer to ``xs ⊥ ys | given``: d-separated or not, an active trail if not, and a
     minimal separator of ``xs`` and ``ys``."""
+    from ppdgm.independence import (
+        Independence,
+        active_trail,
+        d_separated,
+        format_trail,
+        minimal_d_separator,
+    )
+
     statement = Independence(xs, ys, given)
     lines = []
     if d_separated(g, xs, ys, given):
@@ -101,6 +86,9 @@ def explain(g: DiscreteBN | nx.DiGraph, xs: list[str], ys: list[str], given: lis
 
 
 def _run_ci(args: argparse.Namespace) -> int:
+    from ppdgm.citest import check_independencies
+    from ppdgm.independence import Independence
+
     target = load_target(args.target)
     g = _graph(target)
     xs, ys, given = parse_names(args.x), parse_names(args.y), _names(args.given)
@@ -121,6 +109,9 @@ def _run_blanket(args: argparse.Namespace) -> int:
 
 def describe_blanket(g: DiscreteBN | nx.DiGraph, v: Hashable) -> str:
     """A variable's Markov blanket, split into parents, children and co-parents."""
+    from ppdgm.bn.network import DiscreteBN
+    from ppdgm.independence import markov_blanket
+
     blanket = markov_blanket(g, v)
     dag = g.dag if isinstance(g, DiscreteBN) else g
     parents = set(dag.predecessors(v))
@@ -141,6 +132,9 @@ def describe_blanket(g: DiscreteBN | nx.DiGraph, v: Hashable) -> str:
 
 
 def _run_render(args: argparse.Namespace) -> int:
+    from ppdgm.independence import active_trail, markov_blanket
+    from ppdgm.inspect import GraphvizNotFound, render
+
     g = _graph(load_target(args.target))
     highlight: dict[str, list[Hashable]] = {}
     for role in ("x", "y", "given", "highlight"):
@@ -202,6 +196,11 @@ def demo_section(out_dir: Path) -> str:
     Returns:
         The text to print.
     """
+    from ppdgm import bn as networks
+    from ppdgm.citest import check_independencies
+    from ppdgm.independence import Independence, active_trail
+    from ppdgm.inspect import GraphvizNotFound, render
+
     asia = networks.asia()
     queries = [
         (["asia"], ["smoke"], []),

@@ -7,12 +7,13 @@ from __future__ import annotations
 import argparse
 import warnings
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from ppdgm.commands._common import positive_int
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 __all__ = [
     "VAE_MODELS",
@@ -125,11 +126,13 @@ def estimates(
     each ``K`` of ``samples`` on the rows ``x`` (a tensor, or a tuple or dict of tensors),
     estimated by :class:`~ppdgm.estimate.LogLikelihood` on the model's programs, by label;
     and the labels whose importance weights were flagged as unreliable."""
+    import torch
+
     from ppdgm.batch import as_arguments, check_rows, split_rows
     from ppdgm.estimate import Estimate, LogLikelihood, ParetoKWarning
 
     check = getattr(model, "check", None)
-    x = check(x) if check is not None and isinstance(x, Tensor) else check_rows(x, "x")
+    x = check(x) if check is not None and isinstance(x, torch.Tensor) else check_rows(x, "x")
     found: dict[str, Estimate] = {}
     methods = [("elbo", max(samples))] + [("importance", k) for k in samples]
     notes = []
@@ -199,6 +202,8 @@ def save_pictures(
 def demo_section(out_dir: Path) -> str:
     """``ppdgm demo``'s section: a small VAE with an IAF guide trained on the 8x8 digits for a
     few seconds, with its ELBO and importance-weighted estimates and pictures."""
+    import torch
+
     from ppdgm.data import load_digit_labels, load_digits
     from ppdgm.models import VAE
     from ppdgm.svi import SVIObjective
