@@ -13,7 +13,7 @@ import pyro.distributions as dist
 import torch
 
 from ppdgm.bn import asia
-from ppdgm.estimate import Estimate, LogLikelihood, ParetoKWarning, comparison_table
+from ppdgm.estimate import Estimate, LogLikelihood, UnreliableWeightsWarning, comparison_table
 
 __all__ = ["demo_section"]
 
@@ -23,7 +23,7 @@ def demo_section(out_dir: Path) -> str:
     start = time.perf_counter()
     lines: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ParetoKWarning)
+        warnings.simplefilter("always", UnreliableWeightsWarning)
         lines += _network_part()
         lines.append("")
         lines += _ppca_part()

@@ -41,7 +41,15 @@ from ppdgm._probe import probe
 from ppdgm._stats import MeanAccumulator, WeightAccumulator, pareto_threshold
 from ppdgm._weights import Layout, log_weights, trace_particles
 
-__all__ = ["METHODS", "Estimate", "LogLikelihood", "ParetoKWarning", "comparison_table"]
+__all__ = [
+    "METHODS",
+    "Estimate",
+    "LogLikelihood",
+    "LowESSWarning",
+    "ParetoKWarning",
+    "UnreliableWeightsWarning",
+    "comparison_table",
+]
 
 #: The estimation methods, in the order of their guarantees: a bound, a tighter bound, the value.
 METHODS = ("elbo", "importance", "exact")
@@ -50,9 +58,20 @@ METHODS = ("elbo", "importance", "exact")
 MEMORY_BUDGET = 2**28
 
 
-class ParetoKWarning(UserWarning):
+class UnreliableWeightsWarning(UserWarning):
+    """Importance weights whose estimate and standard error cannot be trusted (the base of
+    :class:`ParetoKWarning` and :class:`LowESSWarning`: catch this one for both)."""
+
+
+class ParetoKWarning(UnreliableWeightsWarning):
     """Importance weights so heavy-tailed (Pareto ``k`` above the threshold) that the estimate
     and its standard error cannot be trusted."""
+
+
+class LowESSWarning(UnreliableWeightsWarning):
+    """Importance weights where one or two samples carry almost all the weight (a tiny
+    effective sample size) for data points whose Pareto ``k`` cannot be estimated (too few
+    samples for a tail, or a discrete proposal's few repeated values)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -293,6 +312,7 @@ class LogLikelihood:
         log_p, stderr, ess, shape = stats.result()
         if shape is not None:
             _warn_pareto(shape, self.num_samples)
+        _warn_low_ess(ess, shape, self.num_samples)
         return Estimate(log_p, stderr, ess, "importance", self.num_samples, shape)
 
     def _elbo(self, args: tuple[Any, ...], kwargs: dict[str, Any], layout: Layout) -> Estimate:
@@ -372,6 +392,38 @@ def _warn_pareto(shape: Tensor, num_samples: int) -> None:
                 f"data points: Pareto k above {limit:.2f} (worst {float(shape[worst]):.2f}, at "
                 f"point {worst}); the proposal's tails are too light: use a better guide or more "
                 "samples"
+            ),
+            stacklevel=4,
+        )
+
+
+def low_ess_threshold(num_samples: int) -> float:
+    """The effective sample size below which ``K`` importance samples are flagged where no
+    Pareto ``k`` can be estimated: ``max(2, K / 100)``, i.e. one sample (or a hundredth of them)
+    carrying almost all the weight; never for ``K = 1``.
+
+    Example:
+        >>> low_ess_threshold(1), low_ess_threshold(50), low_ess_threshold(1000)
+        (0.0, 2.0, 10.0)
+    """
+    return 0.0 if num_samples <= 1 else max(2.0, num_samples / 100)
+
+
+def _warn_low_ess(ess: Tensor, shape: Tensor | None, num_samples: int) -> None:
+    # shape None: K too small to fit any tail, where IWAE_K is used as the bound it is
+    if shape is None:
+        return
+    # ess 0: every weight is 0, an estimate of -inf, which says so itself
+    bad = torch.isnan(shape) & (ess > 0.5) & (ess < low_ess_threshold(num_samples))
+    if bool(bad.any()):
+        worst = int(torch.where(bad, ess, torch.inf).argmin())
+        warnings.warn(
+            LowESSWarning(
+                f"importance sampling is unreliable for {int(bad.sum())} of {ess.numel()} data "
+                f"points: an effective sample size below {low_ess_threshold(num_samples):g} of "
+                f"{num_samples} samples (worst {float(ess[worst]):.2f}, at point {worst}), and "
+                "too few distinct weights to estimate a Pareto k: the proposal rarely reaches "
+                "where the posterior is; use a guide, or more samples"
             ),
             stacklevel=4,
         )

@@ -53,7 +53,7 @@ from ppdgm.checkpoint import (
     save_checkpoint,
 )
 from ppdgm.data import batches
-from ppdgm.estimate import Estimate, LogLikelihood, ParetoKWarning
+from ppdgm.estimate import Estimate, LogLikelihood, UnreliableWeightsWarning
 from ppdgm.params import load_program_params, program_params
 from ppdgm.plots import picture_samples, save_learning_curves, save_sample_grid
 from ppdgm.svi import SVIObjective
@@ -403,7 +403,7 @@ def fit(
                     entry["valid_bound"] = scores["bound"]
                 if valid_samples is not None:
                     with warnings.catch_warnings(record=True) as caught:
-                        warnings.simplefilter("always", ParetoKWarning)
+                        warnings.simplefilter("always", UnreliableWeightsWarning)
                         iwae = evaluate(
                             model,
                             valid,
@@ -412,7 +412,7 @@ def fit(
                             num_samples=valid_samples,
                         )
                     entry["valid_iwae_nll"] = iwae["nll"]
-                    if any(issubclass(w.category, ParetoKWarning) for w in caught):
+                    if any(issubclass(w.category, UnreliableWeightsWarning) for w in caught):
                         entry["valid_iwae_unreliable"] = True
             score = entry.get("valid_nll", -float(epoch))  # no validation: the latest is best
             entry["best"] = score < state["best"]

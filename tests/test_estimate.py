@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -24,7 +25,13 @@ from torch import nn
 
 import ppdgm.bn as pbn
 from ppdgm._stats import MeanAccumulator, WeightAccumulator, pareto_k, tail_size
-from ppdgm.estimate import Estimate, LogLikelihood, ParetoKWarning, comparison_table
+from ppdgm.estimate import (
+    Estimate,
+    LogLikelihood,
+    LowESSWarning,
+    ParetoKWarning,
+    comparison_table,
+)
 
 Z_TOL = 4.0
 
@@ -688,3 +695,30 @@ def test_command_line_bad_samples(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["bn", "loglik", "asia", "--data", "x.csv", "--samples", "0"])
     assert "argument --samples" in capsys.readouterr().err
+
+
+def test_a_tiny_ess_warns_where_pareto_k_is_undefined() -> None:
+    """A discrete prior as proposal for a rare latent state: the weights take two values, so no
+    Pareto k can be fitted (NaN), and one or two draws of the rare state carry all the weight.
+    The estimate is then unreliable and says so; an exact guide (equal weights) does not."""
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Bernoulli(0.002))
+            pyro.sample("x", dist.Normal(10.0 * z, 0.5), obs=x)
+
+    def exact_guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Bernoulli(torch.ones_like(x)))
+
+    x = torch.tensor([10.0])
+    pyro.set_rng_seed(0)
+    with pytest.warns(LowESSWarning, match=r"effective sample size below 10 of 1000"):
+        est = LogLikelihood(model, num_samples=1000)(x)
+    assert torch.isnan(est.pareto_k).all() and float(est.ess[0]) < 10
+    exact = math.log(0.002) + float(dist.Normal(10.0, 0.5).log_prob(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        good = LogLikelihood(model, exact_guide, num_samples=1000)(x)
+    assert float(good.log_prob[0]) == pytest.approx(exact, abs=1e-9)
+    assert float(good.ess[0]) == pytest.approx(1000)

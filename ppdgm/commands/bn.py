@@ -307,7 +307,7 @@ def run_loglik(args: argparse.Namespace) -> int:
     """``ppdgm bn loglik``: per-row log-probabilities (exact or estimated), total and mean."""
     import pyro
 
-    from ppdgm.estimate import LogLikelihood, ParetoKWarning
+    from ppdgm.estimate import LogLikelihood, UnreliableWeightsWarning
 
     bn = load_network(args.network)
     rows = read_rows(args.data)
@@ -316,7 +316,7 @@ def run_loglik(args: argparse.Namespace) -> int:
     if getattr(args, "seed", None) is not None:
         pyro.set_rng_seed(args.seed)
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ParetoKWarning)
+        warnings.simplefilter("always", UnreliableWeightsWarning)
         estimate = LogLikelihood(bn.model, method=method, num_samples=samples)(rows)
     log_p = estimate.log_prob
     out = rows.copy()
@@ -354,7 +354,7 @@ def run_loglik(args: argparse.Namespace) -> int:
             file=notes,
         )
     for warning in caught:
-        if issubclass(warning.category, ParetoKWarning):
+        if issubclass(warning.category, UnreliableWeightsWarning):
             print(f"warning: {warning.message}", file=notes)
     _warn_impossible(log_p, notes, "the total is -inf")
     if args.output is not None:

@@ -129,7 +129,7 @@ def estimates(
     import torch
 
     from ppdgm.batch import as_arguments, check_rows, split_rows
-    from ppdgm.estimate import Estimate, LogLikelihood, ParetoKWarning
+    from ppdgm.estimate import Estimate, LogLikelihood, UnreliableWeightsWarning
 
     check = getattr(model, "check", None)
     x = check(x) if check is not None and isinstance(x, torch.Tensor) else check_rows(x, "x")
@@ -139,14 +139,14 @@ def estimates(
     for method, k in methods:
         estimator = LogLikelihood(model.model, model.guide, method=method, num_samples=k)
         with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ParetoKWarning)
+            warnings.simplefilter("always", UnreliableWeightsWarning)
             parts = []
             for chunk in split_rows(x, rows_per_pass):
                 args, kwargs = as_arguments(chunk)
                 parts.append(estimator(*args, **kwargs))
         label = f"ELBO ({k} samples)" if method == "elbo" else f"IWAE K={k}"
         found[label] = Estimate.concat(parts)
-        if any(issubclass(w.category, ParetoKWarning) for w in caught):
+        if any(issubclass(w.category, UnreliableWeightsWarning) for w in caught):
             notes.append(label)
     return found, notes
 
