@@ -20,13 +20,15 @@ dequantized flow) trains by maximum likelihood unless an SVI objective is asked 
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = [
     "DENSITY",
     "PROGRAM",
+    "ContractError",
     "DensityModel",
     "Kind",
     "LatentVariableModel",
@@ -41,6 +43,10 @@ Kind = Literal["density", "program"]
 DENSITY: Kind = "density"
 #: the kind of a model with ``model`` and ``guide``
 PROGRAM: Kind = "program"
+
+
+class ContractError(TypeError):
+    """A model that lacks what the toolkit needs of it (the message names the missing methods)."""
 
 
 @runtime_checkable
@@ -71,8 +77,8 @@ def model_kind(module: Any, *, program: bool = False) -> Kind:
         program: an SVI objective was asked for: the module must have ``model`` and ``guide``.
 
     Raises:
-        TypeError: for something that is not a ``torch.nn.Module``, or a module without the
-            methods of either kind (the message names what is missing).
+        ContractError: (a ``TypeError``) for something that is not a ``torch.nn.Module``, or a
+            module without the methods of either kind (the message names what is missing).
 
     Example:
         >>> import torch
@@ -84,11 +90,13 @@ def model_kind(module: Any, *, program: bool = False) -> Kind:
         >>> model_kind(Gaussian(), program=True)
         Traceback (most recent call last):
         ...
-        TypeError: Gaussian has no guide and no model: SVI needs a Pyro program ...
+        ppdgm.base.ContractError: Gaussian has no guide and no model: SVI needs a Pyro program ...
     """
+    from torch import nn
+
     name = type(module).__name__
     if not isinstance(module, nn.Module):
-        raise TypeError(
+        raise ContractError(
             f"{name} is not a torch.nn.Module; write the model as a module (nn.Module or "
             "PyroModule) so that its parameters can be trained and saved"
         )
@@ -97,12 +105,12 @@ def model_kind(module: Any, *, program: bool = False) -> Kind:
         if not missing:
             return PROGRAM
         if program:
-            raise TypeError(
+            raise ContractError(
                 f"{name} has no {' and no '.join(reversed(missing))}: SVI needs a Pyro program "
                 "model(x) and its guide guide(x) (methods of the module), each with a "
                 'pyro.plate("data") over the rows'
             )
-        raise TypeError(
+        raise ContractError(
             f"{name} is neither a density model (a log_prob(x) method returning one "
             "log-density per row, trained by maximum likelihood) nor a latent-variable model "
             f"(Pyro programs model(x) and guide(x), trained by SVI): it lacks log_prob and "

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from ppdgm import __version__
+from ppdgm.base import ContractError
 from ppdgm.commands import COMMANDS
+from ppdgm.commands._common import positive_int
 
 __all__ = ["build_parser", "main"]
+
+#: the variable of the thread policy (:mod:`ppdgm.threads`, which imports torch)
+THREADS_ENV = "PPDGM_THREADS"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ppdgm", description="Probabilistic programming for deep generative models."
     )
     parser.add_argument("--version", action="version", version=f"ppdgm {__version__}")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        help="threads for ppdgm's work (default: the PPDGM_THREADS variable, else one thread "
+        "for small work and torch's default for large; see docs/threads.md)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in COMMANDS:
         register(sub)
@@ -28,14 +40,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status (2 with a message for bad input)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    before = os.environ.get(THREADS_ENV)
+    if args.threads is not None:  # the policy reads it (ppdgm.threads); so do child processes
+        os.environ[THREADS_ENV] = str(args.threads)
     try:
         return int(args.run(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, FileNotFoundError, KeyError, ContractError) as e:
         print(f"ppdgm {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ppdgm {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if before is None:
+            os.environ.pop(THREADS_ENV, None)
+        else:
+            os.environ[THREADS_ENV] = before
 
 
 if __name__ == "__main__":  # pragma: no cover

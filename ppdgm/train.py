@@ -57,6 +57,7 @@ from ppdgm.estimate import Estimate, LogLikelihood, UnreliableWeightsWarning
 from ppdgm.params import load_program_params, program_params
 from ppdgm.plots import picture_samples, save_learning_curves, save_sample_grid
 from ppdgm.svi import SVIObjective
+from ppdgm.threads import work_threads
 
 __all__ = [
     "PRECISIONS",
@@ -154,26 +155,28 @@ def evaluate(
     was_training = model.training
     model.eval()
     out: dict[str, Any] = {"rows": num_rows(x)}
-    try:  # each chunk moves to the model's device: a model on a GPU scores data in memory
-        chunks = (map_tensors(c, lambda t: t.to(device)) for c in split_rows(x, batch_size))
-        if kind == DENSITY:
-            total = 0.0
-            for chunk in chunks:
-                args, kwargs = as_arguments(chunk)
-                total += float(model.log_prob(*args, **kwargs).double().sum())
-            bound, variance = ("exact" if log_prob_is_exact(model) else "dequantization"), None
-        else:
-            estimator = LogLikelihood(
-                model.model, model.guide, method=method, num_samples=num_samples
-            )
-            parts = []
-            for chunk in chunks:
-                args, kwargs = as_arguments(chunk)
-                parts.append(estimator(*args, **kwargs))
-            estimate = Estimate.concat(parts)
-            total, variance, bound = estimate.total, estimate.total_stderr**2, method
-    finally:
-        model.train(was_training)
+    work = batch_size * sum(p.numel() for p in model.parameters())
+    with work_threads(work):
+        try:  # each chunk moves to the model's device: a model on a GPU scores data in memory
+            chunks = (map_tensors(c, lambda t: t.to(device)) for c in split_rows(x, batch_size))
+            if kind == DENSITY:
+                total = 0.0
+                for chunk in chunks:
+                    args, kwargs = as_arguments(chunk)
+                    total += float(model.log_prob(*args, **kwargs).double().sum())
+                bound, variance = ("exact" if log_prob_is_exact(model) else "dequantization"), None
+            else:
+                estimator = LogLikelihood(
+                    model.model, model.guide, method=method, num_samples=num_samples
+                )
+                parts = []
+                for chunk in chunks:
+                    args, kwargs = as_arguments(chunk)
+                    parts.append(estimator(*args, **kwargs))
+                estimate = Estimate.concat(parts)
+                total, variance, bound = estimate.total, estimate.total_stderr**2, method
+        finally:
+            model.train(was_training)
     n = max(out["rows"], 1)
     dim = math.prod(first_tensor(x).shape[1:])
     out["nll"] = -total / n
@@ -367,7 +370,8 @@ def fit(
         dynamic_ncols=True,
     )
     began = time.perf_counter()
-    with torch.random.fork_rng(devices=_rng_devices(device)), bar:
+    work = batch_size * sum(p.numel() for p in optimizer.param_groups[0]["params"])
+    with torch.random.fork_rng(devices=_rng_devices(device)), bar, work_threads(work):
         for epoch in range(start, epochs):
             if stopped:
                 break

@@ -17,6 +17,7 @@ import pytest
 import torch
 from own_models import ClassConditional, DiagonalGaussian, ParamProgram, PlainVAE
 
+from ppdgm.base import ContractError
 from ppdgm.checkpoint import load_model, load_weights, read_checkpoint, save_checkpoint
 from ppdgm.cli import main
 from ppdgm.data import load_digits
@@ -296,9 +297,9 @@ def test_flows_from_the_command_line_report_a_dequantization_bound(tmp_path: Pat
 # ------------------------------------------------------------------------ errors
 def test_models_that_break_the_contract_are_refused_before_training(tmp_path: Path) -> None:
     x = torch.zeros(10, 3)
-    with pytest.raises(TypeError, match=r"Linear is neither a density model .* lacks log_prob"):
+    with pytest.raises(ContractError, match=r"Linear is neither a density model .* lacks log_prob"):
         fit(torch.nn.Linear(3, 3), x, progress=False)
-    with pytest.raises(TypeError, match=r"DiagonalGaussian has no guide and no model"):
+    with pytest.raises(ContractError, match=r"DiagonalGaussian has no guide and no model"):
         fit(DiagonalGaussian(3), x, objective=SVIObjective(), progress=False)
 
     class Rowless(DiagonalGaussian):

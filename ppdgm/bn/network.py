@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ppdgm.counting import ParameterCounts, count_parameters
+from ppdgm.threads import work_threads
 
 if TYPE_CHECKING:
     from ppdgm.bn.learning import FitResult
@@ -205,7 +206,8 @@ class DiscreteBN:
         """
         from ppdgm.bn.elimination import log_evidence
 
-        return log_evidence(self, data, chunk_size=chunk_size)
+        with work_threads():
+            return log_evidence(self, data, chunk_size=chunk_size)
 
     def posterior(
         self,
@@ -231,7 +233,8 @@ class DiscreteBN:
         """
         from ppdgm.bn.elimination import posterior
 
-        return posterior(self, data, variables, chunk_size=chunk_size)
+        with work_threads():
+            return posterior(self, data, variables, chunk_size=chunk_size)
 
     # ----------------------------------------------------------------------------- programs
     def model(
@@ -272,13 +275,15 @@ class DiscreteBN:
         """
         from ppdgm.bn.sampling import ancestral_sample
 
-        return ancestral_sample(self, n, seed=seed)
+        with work_threads():
+            return ancestral_sample(self, n, seed=seed)
 
     def fit(self, data: pd.DataFrame, **kwargs: Any) -> FitResult:
         """Learns new CPTs for this structure and these states; see :func:`ppdgm.bn.fit`."""
         from ppdgm.bn.learning import fit
 
-        return fit(self, data, **kwargs)
+        with work_threads():
+            return fit(self, data, **kwargs)
 
     # ----------------------------------------------------------------------------- interop
     def to_pgmpy(self) -> Any:
