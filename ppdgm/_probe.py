@@ -21,7 +21,14 @@ from ppdgm._weights import (
 )
 from ppdgm.bn.program import PartiallyObservedCategorical
 
-__all__ = ["probe"]
+__all__ = ["own_stream", "probe"]
+
+
+def own_stream() -> Any:
+    """A block whose draws leave torch's random streams (the CPU's, and CUDA's where it is in
+    use) as they were."""
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    return torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else [])
 
 
 def probe(
@@ -40,7 +47,8 @@ def probe(
             latent site of the model unsampled, or gives a site another shape than the model.
     """
     try:
-        model_trace, guide_trace = trace_once(model, guide, args, kwargs)
+        with own_stream():  # probing draws nothing from the stream the estimates then use
+            model_trace, guide_trace = trace_once(model, guide, args, kwargs)
     except Exception as e:
         if guide is not None:  # an amortized guide may fail on bad data: name that instead
             _check_data_alone(model, args, kwargs, plate)

@@ -31,9 +31,11 @@ from ppdgm.bn.program import PartiallyObservedCategorical
 __all__ = [
     "PARTICLES",
     "Layout",
+    "NaNLogDensity",
     "data_frame",
     "is_auxiliary",
     "latent_sites",
+    "log_weight_total",
     "log_weights",
     "observed_sites",
     "per_point",
@@ -49,6 +51,10 @@ __all__ = [
 PARTICLES = "_ppdgm_particles"
 
 Program = Callable[..., Any]
+
+
+class NaNLogDensity(ValueError):
+    """A site's log-density is NaN: parameters that diverged, or data outside its support."""
 
 
 @dataclass(frozen=True)
@@ -265,9 +271,47 @@ def log_weights(
         total = total + term
     if torch.isnan(total).any():  # one check per pass; name the culprit only when there is one
         name, whose = next((n, w) for n, w, t in terms if torch.isnan(t).any())
-        raise ValueError(f"the {whose} log-density of site {name!r} is NaN for some data points")
+        raise NaNLogDensity(f"the {whose} log-density of site {name!r} is NaN for some data points")
     particles = max(t.shape[0] for _, _, t in terms)
     return total.expand(particles, size)
+
+
+def log_weight_total(
+    model_trace: Trace, guide_trace: Trace, *, analytic_kl: bool = False
+) -> Tensor:
+    """``sum_{k, i} log w_ik``: :func:`log_weights` summed over particles and data points, in
+    one pass of sums (what the ELBO needs: no per-data-point layout, no reshaping).
+
+    Arguments:
+        model_trace, guide_trace: the traces (the model replayed on the guide).
+        analytic_kl: as for :func:`log_weights`.
+
+    Raises:
+        NaNLogDensity: naming a site whose log-density is NaN.
+    """
+    guide_sites = dict(sample_sites(guide_trace))
+    auxiliary = [n for n, site in guide_sites.items() if is_auxiliary(site)]
+    order = [n for n in guide_sites if n not in auxiliary]
+    use_kl = analytic_kl and order == latent_sites(model_trace)
+    terms: list[tuple[str, str, Tensor]] = []
+    for name, site in sample_sites(model_trace):
+        if site["is_observed"]:
+            terms.append((name, "model", site_log_prob(site).sum()))
+            continue
+        guide_site = guide_sites[name]
+        kl = _kl(guide_site, site) if use_kl else None
+        if kl is not None:
+            terms.append((name, "KL divergence", -kl.sum()))
+            continue
+        terms.append((name, "model", site_log_prob(site).sum()))
+        terms.append((name, "guide", -site_log_prob(guide_site).sum()))
+    for name in auxiliary:
+        terms.append((name, "guide", -site_log_prob(guide_sites[name]).sum()))
+    total = torch.stack([t for _, _, t in terms]).sum()
+    if torch.isnan(total):
+        name, whose = next((n, w) for n, w, t in terms if torch.isnan(t))
+        raise NaNLogDensity(f"the {whose} log-density of site {name!r} is NaN for some data points")
+    return total
 
 
 def _kl(guide_site: dict[str, Any], model_site: dict[str, Any]) -> Tensor | None:

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ppdgm._probe import probe
+from ppdgm._weights import NaNLogDensity
 from ppdgm.atomic import write_text_atomic
 from ppdgm.autoregressive import values_checked
 from ppdgm.base import DENSITY, PROGRAM, can_sample, log_prob_is_exact, model_kind
@@ -384,8 +385,12 @@ def fit(
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
             for b, batch in enumerate(batches(train, batch_size, seed=seed, epoch=epoch)):
                 step = epoch * steps_per_epoch + b
-                with values_checked(), autocast():  # train was checked in full above
-                    loss = objective(model, batch, step)
+                try:
+                    with values_checked(), autocast():  # train was checked in full above
+                        loss = objective(model, batch, step)
+                except NaNLogDensity as e:  # the parameters diverged at the last step
+                    _check_finite(torch.tensor(math.nan), epoch, step, out, cause=str(e))
+                    raise
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -617,15 +622,18 @@ def _rewrite_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     write_text_atomic(path, "".join(json.dumps(entry) + "\n" for entry in history))
 
 
-def _check_finite(loss: Tensor, epoch: int, step: int, out: Path | None) -> None:
+def _check_finite(
+    loss: Tensor, epoch: int, step: int, out: Path | None, cause: str | None = None
+) -> None:
     if not bool(torch.isfinite(loss)):
         kept = (
             f"; the last good checkpoint (epoch {epoch}) is {out / 'last.pt'}, resume from it"
             if out is not None and epoch > 0
             else ""
         )
+        why = f" ({cause})" if cause else ""
         raise ValueError(
-            f"the loss is {float(loss.detach())} at epoch {epoch + 1} (step {step}); "
+            f"the loss is {float(loss.detach())} at epoch {epoch + 1} (step {step}){why}; "
             f"training stopped, try a lower learning rate{kept}"
         )
 

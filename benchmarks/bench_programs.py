@@ -1,0 +1,187 @@
+"""A user's VAE written as a plain Pyro program, trained by ``ppdgm.train.fit``, against a
+hand-written PyTorch step of the same networks.
+
+For each network (the CS236 one, 784-300-300 with 10 latents and ELU; a small one, 784-64
+with 4 latents) and each loss (the ELBO with one sample; the IWAE bound with 5), one epoch of
+binarized MNIST rows (``--rows``, batch 100, one thread) is timed three ways, alternating in
+one process so that all see the same machine:
+
+- ``hand``: plain PyTorch: encoder, softplus scale, reparameterized draws, decoder, the log
+  weights written out, fused Adam (the optimizer ``fit`` uses);
+- ``ppdgm``: ``fit`` on the module below, whose ``model`` and ``guide`` are Pyro programs
+  (``pyro.module``, ``pyro.plate("data")``, ``pyro.sample``), with nothing of ppdgm in it;
+- ``pyro``: Pyro's own ``SVI`` with ``Trace_ELBO`` (or ppdgm's IWAE loss) and ``pyro.optim.Adam``.
+
+Target (issue 15): ppdgm within 1.10 times the hand-written step. Prints the milliseconds per
+step and the ratios; writes ``benchmarks/results/programs.json``.
+
+Run: ``.venv/bin/python benchmarks/bench_programs.py [--rows 5000] [--repeats 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import math
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ppdgm.data import load_binarized_mnist
+from ppdgm.iwae import IWAE
+from ppdgm.svi import SVIObjective
+from ppdgm.train import fit
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "programs.json"
+NETWORKS = {"cs236 784-300-300-10": ([300, 300], 10), "small 784-64-4": ([64], 4)}
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ELU())
+    return nn.Sequential(*layers)
+
+
+class StudentVAE(nn.Module):
+    """The VAE as a student writes it in Pyro (the course's tutorial style)."""
+
+    def __init__(self, hidden: list[int], z_dim: int) -> None:
+        super().__init__()
+        self.z_dim = z_dim
+        self.encoder = mlp([784, *hidden, 2 * z_dim])
+        self.decoder = mlp([z_dim, *reversed(hidden), 784])
+
+    def model(self, x: torch.Tensor) -> None:
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data", x.shape[0]):
+            prior = dist.Normal(x.new_zeros(self.z_dim), x.new_ones(self.z_dim)).to_event(1)
+            z = pyro.sample("z", prior)
+            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+
+    def guide(self, x: torch.Tensor) -> None:
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", x.shape[0]):
+            loc, raw = self.encoder(x).chunk(2, -1)
+            pyro.sample("z", dist.Normal(loc, F.softplus(raw)).to_event(1))
+
+
+def hand_epoch(vae: StudentVAE, x: torch.Tensor, k: int, seed: int) -> float:
+    """One epoch of plain PyTorch on copies of the networks: the same math, batches and Adam."""
+    encoder, decoder = copy.deepcopy(vae.encoder), copy.deepcopy(vae.decoder)
+    optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], fused=True)
+    half_log_2pi = 0.5 * math.log(2 * math.pi)
+    generator = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    index = torch.randperm(len(x), generator=generator)
+    for first in range(0, len(x), 100):
+        batch = x[index[first : first + 100]]
+        loc, raw = encoder(batch).chunk(2, -1)
+        scale = F.softplus(raw)
+        eps = torch.randn((k, *loc.shape))
+        z = loc + scale * eps
+        logits = decoder(z)
+        log_px = -F.binary_cross_entropy_with_logits(
+            logits, batch.expand_as(logits), reduction="none"
+        ).sum(-1)
+        log_pz = (-0.5 * z**2 - half_log_2pi).sum(-1)
+        log_qz = (-0.5 * eps**2 - scale.log() - half_log_2pi).sum(-1)
+        lw = log_px + log_pz - log_qz  # [k, batch]
+        if k == 1:
+            loss = -lw.mean()
+        else:
+            loss = -(torch.logsumexp(lw, 0) - math.log(k)).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def ppdgm_epoch(vae: StudentVAE, x: torch.Tensor, k: int, seed: int) -> float:
+    objective = SVIObjective("elbo" if k == 1 else "iwae", k)
+    result = fit(vae, x, epochs=1, seed=seed, objective=objective, progress=False, plots=False)
+    return result.seconds
+
+
+def pyro_epoch(vae: StudentVAE, x: torch.Tensor, k: int, seed: int) -> float:
+    pyro.clear_param_store()
+    loss = pyro.infer.Trace_ELBO() if k == 1 else IWAE(k)
+    svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), loss=loss)
+    generator = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    index = torch.randperm(len(x), generator=generator)
+    for first in range(0, len(x), 100):
+        svi.step(x[index[first : first + 100]])
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared/data/binarized_mnist"))
+    parser.add_argument("--rows", type=int, default=5000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--particles", type=int, default=5, help="IWAE's K (5)")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    x = load_binarized_mnist(args.data_dir, "train")[: args.rows]
+    steps = math.ceil(len(x) / 100)
+    rows = []
+    for network, (hidden, z_dim) in NETWORKS.items():
+        for loss, k in (("elbo", 1), ("iwae", args.particles)):
+            torch.manual_seed(0)
+            template = StudentVAE(hidden, z_dim)
+            times: dict[str, list[float]] = {"hand": [], "ppdgm": [], "pyro": []}
+            runs = {"hand": hand_epoch, "ppdgm": ppdgm_epoch, "pyro": pyro_epoch}
+            for repeat in range(args.repeats + 1):  # the first round warms up, unrecorded
+                for name, run in runs.items():
+                    vae = copy.deepcopy(template)
+                    seconds = run(vae, x, k, repeat)
+                    if repeat:
+                        times[name].append(seconds)
+            ms = {name: statistics.median(t) / steps * 1e3 for name, t in times.items()}
+            row = {
+                "network": network,
+                "loss": loss if k == 1 else f"iwae K={k}",
+                "ms_per_step": ms,
+                "ratio_ppdgm": ms["ppdgm"] / ms["hand"],
+                "ratio_pyro": ms["pyro"] / ms["hand"],
+                "target": 1.10,
+            }
+            rows.append(row)
+            print(
+                f"{network:<22} {row['loss']:<10} hand {ms['hand']:6.2f} ms  ppdgm "
+                f"{ms['ppdgm']:6.2f} ms ({row['ratio_ppdgm']:.3f}x)  Pyro SVI {ms['pyro']:6.2f} ms "
+                f"({row['ratio_pyro']:.3f}x)",
+                flush=True,
+            )
+    result = {
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "pyro": pyro.__version__,
+            "threads": 1,
+        },
+        "rows": args.rows,
+        "batch_size": 100,
+        "repeats": args.repeats,
+        "results": rows,
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
