@@ -11,10 +11,10 @@ with ``p(z) = N(0, I)`` pushed through a flow when ``prior_flow`` is given, and 
 giving Bernoulli logits or a Gaussian's location. The guide is
 ``q(z | x) = N(mu(x), diag sigma(x)^2)``, pushed through a flow conditioned on a context the
 encoder computes when ``guide_flow`` is given (IAF, RealNVP, planar, radial). ``model(x)`` and
-``guide(x)`` are the Pyro programs (one ``pyro.plate("data")``), for ``pyro.infer.SVI``,
-:class:`~ppdgm.estimate.LogLikelihood` and :func:`~ppdgm.inspect.dependency_graph`;
-:meth:`VAE.log_weights` computes the same ``log p(x, z) - log q(z | x)`` directly, vectorized over
-samples, which :mod:`ppdgm.svi` trains with (the tests check that it equals the programs').
+``guide(x)`` are the Pyro programs (one ``pyro.plate("data")``), and all there is to them: SVI
+(:mod:`ppdgm.svi`, or ``pyro.infer.SVI``) trains them, :class:`~ppdgm.estimate.LogLikelihood`
+scores them and :func:`~ppdgm.inspect.dependency_graph` reads their structure, as for any
+program of your own.
 
 :class:`GMVAE` puts a mixture of Gaussians as the prior; :class:`HierarchicalVAE` has two
 stochastic layers.
@@ -56,11 +56,6 @@ def _positive_int(name: str, value: Any) -> int:
 
 def _normal(loc: Tensor, scale: Tensor) -> dist.Distribution:
     return _independent(dist.Normal(loc, scale, validate_args=False))
-
-
-def _diagonal_normal_log_density(standardized: Tensor, scale: Tensor) -> Tensor:
-    """``log N(z; loc, diag scale^2)`` summed over the last axis, from ``(z - loc) / scale``."""
-    return -(0.5 * (standardized.square() + math.log(2 * math.pi)) + scale.log()).sum(-1)
 
 
 def _independent(base: dist.Distribution) -> dist.Distribution:
@@ -133,32 +128,6 @@ class _LatentVariableModel(nn.Module):
             z = self._sample_latent(n)
             return self._mean(z) if mean else self.likelihood(z).sample()
 
-    @torch.no_grad()
-    def elbo(self, x: Tensor, num_samples: int = 1) -> Tensor:
-        """A Monte Carlo estimate of each row's evidence lower bound, ``[N]``: the mean of
-        :meth:`log_weights` over ``num_samples`` draws of ``q`` (for evaluation: no gradients;
-        :class:`ppdgm.svi.SVIObjective` trains)."""
-        return self.log_weights(x, num_samples).mean(0)
-
-    @torch.no_grad()
-    def iwae(self, x: Tensor, num_samples: int) -> Tensor:
-        """Each row's importance-weighted bound with ``num_samples`` draws, ``[N]`` (for
-        evaluation: no gradients; :class:`ppdgm.estimate.LogLikelihood` adds standard errors
-        and diagnostics)."""
-        lw = self.log_weights(x, num_samples)
-        return torch.logsumexp(lw, 0) - math.log(lw.shape[0])
-
-    def log_weights(
-        self, x: Tensor, num_samples: int = 1, beta: float = 1.0, analytic_kl: bool = False
-    ) -> Tensor:
-        """``log p(x, z) - log q(z | x)`` at ``num_samples`` reparameterized draws of ``q`` for
-        each row of ``x``: ``[num_samples, N]``. ``beta`` scales the latent terms
-        ``log p(z) - log q(z | x)`` (KL annealing; 1 is the model). ``analytic_kl``: replace
-        those terms by minus the closed-form KL where the model has one (what
-        ``TraceMeanField_ELBO`` estimates; the mean over samples is then still an ELBO estimate,
-        but the values are no longer importance weights)."""
-        raise NotImplementedError
-
     def _sample_latent(self, n: int) -> Tensor:
         raise NotImplementedError
 
@@ -187,10 +156,12 @@ class VAE(_LatentVariableModel):
             ``max(16, 2 * z_dim)``).
 
     Example:
+        >>> from ppdgm.estimate import LogLikelihood
         >>> vae = VAE(6, 2, [16], guide_flow="iaf")
         >>> x = torch.bernoulli(torch.full((5, 6), 0.5))
-        >>> vae.log_weights(x, num_samples=3).shape, vae.sample(4, seed=0).shape
-        (torch.Size([3, 5]), torch.Size([4, 6]))
+        >>> bounds = LogLikelihood(vae.model, vae.guide, num_samples=3)(x)  # IWAE, K = 3
+        >>> bounds.log_prob.shape, vae.sample(4, seed=0).shape
+        (torch.Size([5]), torch.Size([4, 6]))
     """
 
     def __init__(
@@ -362,51 +333,8 @@ class VAE(_LatentVariableModel):
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", self.posterior(x))
 
-    # -- direct computations -----------------------------------------------------------------
-
-    def log_weights(
-        self, x: Tensor, num_samples: int = 1, beta: float = 1.0, analytic_kl: bool = False
-    ) -> Tensor:
-        x = self.check(x)
-        k = _positive_int("num_samples", num_samples)
-        if self._plain() and not analytic_kl:
-            return self._plain_log_weights(x, k, beta)
-        q = self.posterior(x)
-        z = q.rsample((k,))
-        if analytic_kl and self._gaussian_pair():
-            latent = -kl_divergence(q, self.prior())
-        else:
-            latent = self.prior().log_prob(z) - q.log_prob(z)
-        return self.likelihood(z).log_prob(x) + beta * latent
-
     def _gaussian_pair(self) -> bool:
         return self.guide_flow is None and self.prior_flow is None
-
-    def _plain(self) -> bool:
-        """The Gaussian guide and prior of this class, and a Bernoulli likelihood: the case
-        :meth:`_plain_log_weights` writes out."""
-        return (
-            self._gaussian_pair()
-            and type(self).prior is VAE.prior
-            and self.likelihood_name == "bernoulli"
-        )
-
-    def _plain_log_weights(self, x: Tensor, k: int, beta: float) -> Tensor:
-        """:meth:`log_weights` of the plain VAE in tensor arithmetic: the same draws and values
-        as the distribution objects (tested against Pyro's ELBOs), with a fifth of the small
-        operations, which dominate a training step of a small VAE on a CPU."""
-        loc, scale, _ = self.encoder(x)
-        eps = torch.randn((k, *loc.shape), dtype=loc.dtype, device=loc.device)
-        z = loc + eps * scale
-        log_q = _diagonal_normal_log_density(eps, scale)
-        log_p = _diagonal_normal_log_density(
-            (z - self.prior_loc) / self.prior_scale, self.prior_scale
-        )
-        logits = self.decoder(z)
-        bce = nn.functional.binary_cross_entropy_with_logits(
-            logits, x.expand_as(logits), reduction="none"
-        )
-        return beta * (log_p - log_q) - bce.sum(-1)
 
     def analytic_kl(self, x: Tensor) -> Tensor | None:
         """``KL(q(z | x) || p(z))`` per row in closed form, ``[N]``, when both are Gaussian
@@ -498,9 +426,10 @@ class HierarchicalVAE(_LatentVariableModel):
         activation: the MLPs' activation.
 
     Example:
+        >>> from ppdgm.svi import SVIObjective
         >>> hvae = HierarchicalVAE(6, (3, 2), ([16], [8]))
-        >>> hvae.log_weights(torch.ones(5, 6), 4).shape
-        torch.Size([4, 5])
+        >>> SVIObjective("iwae", 4)(hvae, torch.ones(5, 6), step=0).shape  # a training loss
+        torch.Size([])
     """
 
     def __init__(
@@ -577,22 +506,6 @@ class HierarchicalVAE(_LatentVariableModel):
         with pyro.plate("data", x.shape[0]):
             z1 = pyro.sample("z1", self.posterior1(x))
             pyro.sample("z2", self.posterior2(z1))
-
-    def log_weights(
-        self, x: Tensor, num_samples: int = 1, beta: float = 1.0, analytic_kl: bool = False
-    ) -> Tensor:
-        x = self.check(x)  # no closed-form KL here: analytic_kl changes nothing
-        q1 = self.posterior1(x)
-        z1 = q1.rsample((_positive_int("num_samples", num_samples),))
-        q2 = self.posterior2(z1)
-        z2 = q2.rsample()
-        latent = (
-            self.prior().log_prob(z2)
-            + self.conditional_prior(z2).log_prob(z1)
-            - q1.log_prob(z1)
-            - q2.log_prob(z2)
-        )
-        return self.likelihood(z1).log_prob(x) + beta * latent
 
     def encode(self, x: Tensor) -> Tensor:
         """The mean of ``q(z1 | x)`` per row, ``[N, z1_dim]``."""
