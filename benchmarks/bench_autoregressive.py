@@ -305,7 +305,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", help="start from this checkpoint's weights (one model)")
     parser.add_argument("--runs", help="keep each quality run's checkpoints in RUNS/MODEL")
-    parser.add_argument("--metrics-dir", help="write each quality run's MODEL.metrics.jsonl here")
+    parser.add_argument(
+        "--metrics-dir",
+        default=str(ROOT / "benchmarks/results/curves"),
+        help="write each quality run's MODEL.metrics.jsonl here (benchmarks/results/curves)",
+    )
     parser.add_argument("--device", default="cpu", help="train on this torch device (cpu)")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in RUNS/MODEL (same settings)"
