@@ -15,6 +15,7 @@ from pyro.distributions.transforms import ComposeTransformModule
 from torch import Tensor, nn
 
 from ppdgm import flows
+from ppdgm._checks import check_int
 from ppdgm.autoregressive import check_data, seeded
 from ppdgm.preprocess import Dequantization, Floor
 
@@ -148,8 +149,7 @@ class FlowModel(nn.Module):
             ValueError: for a bad ``n``; for a dequantized model whose flow puts so little mass
                 on the grid that rejection sampling finds no ``n`` draws on it.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        check_int("n", n, least=0)
         with torch.no_grad(), seeded(seed):
             if self.preprocessing is None:
                 return self.distribution().sample((n,))

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ppdgm._checks import check_int
 from ppdgm.autoregressive import Autoregressive, Chain, seeded, walk
 from ppdgm.nn import MaskedLinear, connectivity, made_degrees, made_masks
 
@@ -87,8 +88,7 @@ class MADE(Autoregressive):
             isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden
         ):
             raise ValueError(f"hidden_dims must be positive integers, got {hidden_dims!r}")
-        if isinstance(num_masks, bool) or not isinstance(num_masks, int) or num_masks < 1:
-            raise ValueError(f"num_masks must be a positive integer, got {num_masks!r}")
+        check_int("num_masks", num_masks)
         if ordering not in ORDERINGS:
             raise ValueError(f"unknown ordering {ordering!r}; choose one of {', '.join(ORDERINGS)}")
         if not isinstance(direct, bool):
@@ -250,8 +250,7 @@ class MADE(Autoregressive):
     def sample(self, n: int, seed: int | None = None) -> Tensor:
         """``n`` draws from the ensemble: each draw's mask is uniform over the ``K`` masks, then
         its variables are drawn one at a time in that mask's order."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        check_int("n", n, least=0)
         with torch.no_grad(), seeded(seed):
             if self.num_masks == 1:
                 return self._sample(n, order=self.orders[0], mask=0)

@@ -9,6 +9,7 @@ from pyro.distributions import Bernoulli
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ppdgm._checks import check_int
 from ppdgm.autoregressive import Autoregressive, Chain
 
 __all__ = ["NADE"]
@@ -49,8 +50,7 @@ class NADE(Autoregressive):
 
     def __init__(self, dim: int, hidden_dim: int) -> None:
         super().__init__(dim)
-        if isinstance(hidden_dim, bool) or not isinstance(hidden_dim, int) or hidden_dim < 1:
-            raise ValueError(f"hidden_dim must be a positive integer, got {hidden_dim!r}")
+        check_int("hidden_dim", hidden_dim)
         self._config = {"dim": dim, "hidden_dim": hidden_dim}
         self.hidden_dim = hidden_dim
         self.W = nn.Parameter(torch.randn(hidden_dim, dim) / math.sqrt(dim))

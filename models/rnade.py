@@ -8,6 +8,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
+from ppdgm._checks import check_int
 from ppdgm.autoregressive import Autoregressive, Chain
 
 __all__ = ["RNADE"]
@@ -50,8 +51,7 @@ class RNADE(Autoregressive):
     def __init__(self, dim: int, hidden_dim: int = 32, components: int = 5) -> None:
         super().__init__(dim)
         for name, value in (("hidden_dim", hidden_dim), ("components", components)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_int(name, value)
         self._config = {"dim": dim, "hidden_dim": hidden_dim, "components": components}
         self.hidden_dim, self.components = hidden_dim, components
         self.W = nn.Parameter(torch.randn(hidden_dim, dim) / math.sqrt(dim))

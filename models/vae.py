@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.distributions import kl_divergence
 
 from ppdgm import flows
+from ppdgm._checks import check_int
 from ppdgm.autoregressive import check_data, seeded
 from ppdgm.nn import ACTIVATIONS, GaussianEncoder, mlp
 
@@ -46,12 +47,6 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 GUIDE_FLOWS = tuple(flows.CONDITIONAL_FLOWS)
 #: Prior flows by name: flows whose density direction is one pass, as scoring guide samples needs.
 PRIOR_FLOWS = {"maf": flows.maf, "real_nvp": flows.real_nvp}
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def _normal(loc: Tensor, scale: Tensor) -> dist.Distribution:
@@ -72,7 +67,7 @@ class _LatentVariableModel(nn.Module):
     def _init_likelihood(self, x_dim: int, likelihood: str) -> None:
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
-        self.x_dim, self.likelihood_name = _positive_int("x_dim", x_dim), likelihood
+        self.x_dim, self.likelihood_name = check_int("x_dim", x_dim), likelihood
         if likelihood == "gaussian":
             self.x_log_scale = nn.Parameter(torch.zeros(x_dim))
 
@@ -122,8 +117,7 @@ class _LatentVariableModel(nn.Module):
     def sample(self, n: int, seed: int | None = None, mean: bool = False) -> Tensor:
         """``n`` draws ``[n, x_dim]`` from the model (``mean``: the decoder's means instead of draws
         of ``x``, e.g. pixel probabilities for pictures; ``seed``: a private seed)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        check_int("n", n, least=0)
         with torch.no_grad(), seeded(seed):
             z = self._sample_latent(n)
             return self._mean(z) if mean else self.likelihood(z).sample()
@@ -179,8 +173,8 @@ class VAE(_LatentVariableModel):
         context_dim: int | None = None,
     ) -> None:
         super().__init__()
-        self.z_dim = _positive_int("z_dim", z_dim)
-        hidden = [_positive_int("hidden_dims", h) for h in hidden_dims]
+        self.z_dim = check_int("z_dim", z_dim)
+        hidden = [check_int("hidden_dims", h) for h in hidden_dims]
         if activation not in ACTIVATIONS:
             raise ValueError(
                 f"unknown activation {activation!r}; choose one of {list(ACTIVATIONS)}"
@@ -387,7 +381,7 @@ class GMVAE(VAE):
         if kwargs.pop("prior_flow", None) is not None:
             raise ValueError("GMVAE's prior is a mixture of Gaussians; it takes no prior_flow")
         super().__init__(x_dim, z_dim, hidden_dims, likelihood, guide_flow, **kwargs)
-        k = _positive_int("components", components)
+        k = check_int("components", components)
         self._config.pop("prior_flow")
         self._config["components"] = k
         self.component_loc = nn.Parameter(torch.randn(k, z_dim) / math.sqrt(k * z_dim))
@@ -447,8 +441,8 @@ class HierarchicalVAE(_LatentVariableModel):
                 f"HierarchicalVAE takes two latent sizes and two lists of widths, got "
                 f"z_dims={z_dims!r}, hidden_dims={hidden_dims!r}"
             )
-        z1, z2 = (_positive_int("z_dims", z) for z in z_dims)
-        h1, h2 = ([_positive_int("hidden_dims", h) for h in hs] for hs in hidden_dims)
+        z1, z2 = (check_int("z_dims", z) for z in z_dims)
+        h1, h2 = ([check_int("hidden_dims", h) for h in hs] for hs in hidden_dims)
         self._init_likelihood(x_dim, likelihood)
         self.z_dims = (z1, z2)
         self.config = {

@@ -31,6 +31,8 @@ from pyro.distributions import Distribution
 from pyro.nn import PyroModule
 from torch import Tensor
 
+from ppdgm._checks import check_int
+
 __all__ = [
     "Autoregressive",
     "Chain",
@@ -154,8 +156,7 @@ class Autoregressive(PyroModule):
     _formula: str = ""
 
     def __init__(self, dim: int) -> None:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        check_int("dim", dim)
         super().__init__()
         self.dim = dim
         self.register_buffer("order", torch.arange(dim))
@@ -205,8 +206,7 @@ class Autoregressive(PyroModule):
             n: the number of draws.
             seed: seeds torch's random stream for this call only; None uses it as it is.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        check_int("n", n, least=0)
         with torch.no_grad(), seeded(seed):
             return self._sample(n)
 

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ppdgm._checks import check_int
 from ppdgm.autoregressive import seeded
 from ppdgm.models.flows import FlowModel
 
@@ -140,8 +141,7 @@ def distill(
     """
     _check(teacher, student)
     for name, value in (("steps", steps), ("num_samples", num_samples)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_int(name, value)
     _positive("lr", lr)
     if max_grad_norm is not None:
         _positive("max_grad_norm", max_grad_norm)

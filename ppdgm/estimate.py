@@ -36,6 +36,7 @@ import torch
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
+from ppdgm._checks import check_int
 from ppdgm._enumerate import enumerated_log_prob
 from ppdgm._probe import probe
 from ppdgm._stats import MeanAccumulator, WeightAccumulator, pareto_threshold
@@ -242,9 +243,9 @@ class LogLikelihood:
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-        _check_count("num_samples", num_samples)
+        check_int("num_samples", num_samples)
         if chunk_size is not None:
-            _check_count("chunk_size", chunk_size)
+            check_int("chunk_size", chunk_size)
         self.model = model
         self.guide = guide
         self.method = method
@@ -366,11 +367,6 @@ def comparison_table(estimates: Sequence[Estimate] | Mapping[str, Estimate]) -> 
             f"  {gap:>8}  {ess:>7}  {k:>5}"
         )
     return "\n".join(lines)
-
-
-def _check_count(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _own_log_prob(model: Callable[..., Any]) -> Callable[..., Any] | None:

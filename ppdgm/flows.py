@@ -52,6 +52,8 @@ from pyro.distributions.transforms.utils import clamp_preserve_gradients
 from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN, ConditionalDenseNN, DenseNN
 from torch import Tensor, nn
 
+from ppdgm._checks import check_int
+
 __all__ = [
     "CONDITIONAL_FLOWS",
     "AdditiveCoupling",
@@ -209,10 +211,8 @@ class _AffineAutoregressive(AffineAutoregressive):
 
 
 def _check(dim: int, num_layers: int, hidden_dims: Sequence[int], least: int = 1) -> list[int]:
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < least:
-        raise ValueError(f"dim must be an integer >= {least}, got {dim!r}")
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+    check_int("dim", dim, least)
+    check_int("num_layers", num_layers)
     hidden = list(hidden_dims)
     if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
         raise ValueError(f"hidden_dims must be positive integers, got {hidden_dims!r}")
@@ -549,8 +549,7 @@ def conditional_flow(
         )
     make, permute, least = CONDITIONAL_FLOWS[kind]
     hidden = _check(dim, num_layers, hidden_dims, least=least)
-    if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 1:
-        raise ValueError(f"a conditional flow needs context_dim >= 1, got {context_dim!r}")
+    check_int("context_dim", context_dim)
     parts: list[torch.distributions.Transform] = []
     for i in range(num_layers):
         parts.append(make(dim, context_dim, hidden, i))

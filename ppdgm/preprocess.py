@@ -43,6 +43,8 @@ from torch.distributions.transforms import (
     Transform,
 )
 
+from ppdgm._checks import check_int
+
 __all__ = ["Dequantization", "Floor", "bits_per_dim"]
 
 
@@ -54,8 +56,7 @@ def bits_per_dim(log_prob: Tensor | float, dim: int) -> Tensor | float:
         >>> bits_per_dim(-64 * math.log(17), 64)  # uniform over 17 levels: log2(17) bits
         4.087462841250339
     """
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    check_int("dim", dim)
     return -log_prob / (dim * math.log(2))
 
 
@@ -84,8 +85,7 @@ class Dequantization:
     logit_alpha: float | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.levels, bool) or not isinstance(self.levels, int) or self.levels < 2:
-            raise ValueError(f"levels must be an integer >= 2, got {self.levels!r}")
+        check_int("levels", self.levels, least=2)
         alpha = self.logit_alpha
         if alpha is not None and (
             isinstance(alpha, bool)

@@ -40,6 +40,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 from torch import Tensor, nn
 
+from ppdgm._checks import check_int
 from ppdgm._probe import own_stream
 from ppdgm._weights import data_frame, latent_sites, sample_sites, trace_once
 from ppdgm.batch import Batch, as_arguments, num_rows
@@ -93,9 +94,7 @@ class SVIObjective:
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         for name, least in (("num_particles", 1), ("anneal_steps", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+            check_int(name, getattr(self, name), least)
         if self.doubly_reparameterized and self.loss != "iwae":
             raise ValueError("doubly_reparameterized needs loss='iwae'")
 

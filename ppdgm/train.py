@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ppdgm._checks import check_int
 from ppdgm._probe import probe
 from ppdgm._weights import NaNLogDensity
 from ppdgm.atomic import write_text_atomic
@@ -292,17 +293,14 @@ def fit(
             without ``resume`` or ``overwrite``, or a loss that is not finite.
         FileNotFoundError: for ``resume`` without ``out_dir/last.pt``.
     """
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_int("epochs", epochs)
+    check_int("batch_size", batch_size)
     if patience is not None and patience < 1:
         raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
     if patience is not None and valid is None:
         raise ValueError("early stopping (patience) needs validation data")
-    if valid_samples is not None and (
-        isinstance(valid_samples, bool) or not isinstance(valid_samples, int) or valid_samples < 1
-    ):
-        raise ValueError(f"valid_samples must be a positive integer, got {valid_samples!r}")
+    if valid_samples is not None:
+        check_int("valid_samples", valid_samples)
     if objective is None:
         objective = default_objective(model)
     kind = model_kind(model, program=bool(getattr(objective, "needs_program", False)))

@@ -119,7 +119,7 @@ def test_iaf_jacobian_is_triangular_in_each_layers_order() -> None:
 def test_bad_settings() -> None:
     with pytest.raises(ValueError, match="unknown conditional flow 'maf'"):
         conditional_flow("maf", 2, 4)
-    with pytest.raises(ValueError, match="context_dim >= 1"):
+    with pytest.raises(ValueError, match="context_dim must be a positive integer"):
         conditional_flow("iaf", 2, 0)
     with pytest.raises(ValueError, match="dim must be an integer >= 2"):
         conditional_flow("real_nvp", 1, 4)
