@@ -12,11 +12,10 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions.transforms import ComposeTransformModule
-from torch import Tensor, nn
+from torch import Tensor
 
 from ppdgm import flows
-from ppdgm._checks import check_int
-from ppdgm.autoregressive import check_data, seeded
+from ppdgm.base import Model, check_data
 from ppdgm.preprocess import Dequantization, Floor
 
 __all__ = ["IAF", "MAF", "NICE", "FlowModel", "RealNVP"]
@@ -25,7 +24,7 @@ __all__ = ["IAF", "MAF", "NICE", "FlowModel", "RealNVP"]
 MAX_SAMPLING_ROUNDS = 100
 
 
-class FlowModel(nn.Module):
+class FlowModel(Model):
     r"""A density model ``x = f(z)``, ``z ~ N(0, I)``, for a flow ``f`` in the sampling direction
     (as :mod:`ppdgm.flows` builds them), optionally on dequantized data.
 
@@ -65,33 +64,8 @@ class FlowModel(nn.Module):
         self.dim = dim
         self.flow = flow
         self.preprocessing = preprocessing
-        self._config: dict[str, Any] | None = None
         self.register_buffer("base_loc", torch.zeros(dim))
         self.register_buffer("base_scale", torch.ones(dim))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The floating-point type of the parameters."""
-        return self.base_loc.dtype
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """The constructor's arguments, from which checkpoints rebuild the model.
-
-        Raises:
-            ValueError: for a :class:`FlowModel` around a flow of your own.
-        """
-        if self._config is None:
-            raise ValueError(
-                "a FlowModel around a flow of your own has no config to rebuild it from; "
-                "use NICE, RealNVP, MAF or IAF"
-            )
-        return dict(self._config)
-
-    @property
-    def num_parameters(self) -> int:
-        """The number of scalar parameters."""
-        return sum(p.numel() for p in self.parameters())
 
     @property
     def log_prob_is_exact(self) -> bool:
@@ -138,22 +112,16 @@ class FlowModel(nn.Module):
             return self.distribution().log_prob(x)
         return self.distribution().log_prob(self.preprocessing.dequantize(x))
 
-    def training_loss(self, x: Tensor, step: int) -> Tensor:
-        """The maximum-likelihood objective of a minibatch: ``-mean log p(x)``."""
-        return -self.log_prob(x).mean()
-
-    def sample(self, n: int, seed: int | None = None) -> Tensor:
-        """``n`` draws ``[n, d]`` (``seed``: a private seed; the global stream is left alone).
+    def _sample(self, n: int) -> Tensor:
+        """``n`` draws ``[n, d]``: of the data, or levels for a dequantized model.
 
         Raises:
-            ValueError: for a bad ``n``; for a dequantized model whose flow puts so little mass
-                on the grid that rejection sampling finds no ``n`` draws on it.
+            ValueError: for a dequantized model whose flow puts so little mass on the grid
+                that rejection sampling finds no ``n`` draws on it.
         """
-        check_int("n", n, least=0)
-        with torch.no_grad(), seeded(seed):
-            if self.preprocessing is None:
-                return self.distribution().sample((n,))
-            return self._sample_levels(n)
+        if self.preprocessing is None:
+            return self.distribution().sample((n,))
+        return self._sample_levels(n)
 
     def _sample_levels(self, n: int) -> Tensor:
         distribution, levels = self.distribution(), self.preprocessing.levels

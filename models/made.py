@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ppdgm._checks import check_int
-from ppdgm.autoregressive import Autoregressive, Chain, seeded, walk
+from ppdgm.autoregressive import Autoregressive, Chain, walk
+from ppdgm.base import seeded
 from ppdgm.nn import MaskedLinear, connectivity, made_degrees, made_masks
 
 __all__ = ["MADE", "ORDERINGS"]

@@ -35,7 +35,7 @@ from torch.distributions import kl_divergence
 
 from ppdgm import flows
 from ppdgm._checks import check_int
-from ppdgm.autoregressive import check_data, seeded
+from ppdgm.base import Model, check_data, seeded
 from ppdgm.nn import ACTIVATIONS, GaussianEncoder, mlp
 
 __all__ = ["GMVAE", "GUIDE_FLOWS", "LIKELIHOODS", "PRIOR_FLOWS", "VAE", "HierarchicalVAE"]
@@ -58,7 +58,7 @@ def _independent(base: dist.Distribution) -> dist.Distribution:
     return dist.Independent(base, 1, validate_args=False)
 
 
-class _LatentVariableModel(nn.Module):
+class _LatentVariableModel(Model):
     """What the VAEs share: data checks, the observation model, sampling and the estimators."""
 
     x_dim: int
@@ -70,16 +70,6 @@ class _LatentVariableModel(nn.Module):
         self.x_dim, self.likelihood_name = check_int("x_dim", x_dim), likelihood
         if likelihood == "gaussian":
             self.x_log_scale = nn.Parameter(torch.zeros(x_dim))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The floating-point type of the parameters."""
-        return next(self.parameters()).dtype
-
-    @property
-    def num_parameters(self) -> int:
-        """The number of trainable parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def summary(self) -> str:
         """A few lines: the networks, the guide, the prior and the number of parameters."""
@@ -121,6 +111,9 @@ class _LatentVariableModel(nn.Module):
         with torch.no_grad(), seeded(seed):
             z = self._sample_latent(n)
             return self._mean(z) if mean else self.likelihood(z).sample()
+
+    def _sample(self, n: int) -> Tensor:
+        return self.likelihood(self._sample_latent(n)).sample()
 
     def _sample_latent(self, n: int) -> Tensor:
         raise NotImplementedError
@@ -445,7 +438,7 @@ class HierarchicalVAE(_LatentVariableModel):
         h1, h2 = ([check_int("hidden_dims", h) for h in hs] for hs in hidden_dims)
         self._init_likelihood(x_dim, likelihood)
         self.z_dims = (z1, z2)
-        self.config = {
+        self._config = {
             "x_dim": x_dim,
             "z_dims": [z1, z2],
             "hidden_dims": [h1, h2],

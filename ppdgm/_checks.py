@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["check_int"]
+__all__ = ["ContractError", "check_int"]
+
+
+class ContractError(TypeError):
+    """A model that lacks what the toolkit needs of it (the message names the missing methods)."""
 
 
 def check_int(name: str, value: Any, least: int = 1) -> int:

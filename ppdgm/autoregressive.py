@@ -20,9 +20,7 @@ from the values earlier sites returned, Pyro's provenance tracking (and so
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Generator
 from typing import Any
 
 import pyro
@@ -32,75 +30,12 @@ from pyro.nn import PyroModule
 from torch import Tensor
 
 from ppdgm._checks import check_int
+from ppdgm.base import Model, check_data
 
-__all__ = [
-    "Autoregressive",
-    "Chain",
-    "check_data",
-    "joint_table_size",
-    "seeded",
-    "values_checked",
-    "walk",
-]
+__all__ = ["Autoregressive", "Chain", "joint_table_size", "walk"]
 
 #: A chain: yields the distribution of step ``t``, receives its value, for ``t = 0..D-1``.
 Chain = Generator[Distribution, Tensor, None]
-
-
-def check_data(x: Any, dim: int, *, binary: bool, name: str, dtype: torch.dtype) -> Tensor:
-    """``x`` as a ``[N, dim]`` tensor of ``dtype``, checked.
-
-    Raises:
-        ValueError: naming the fault: not a tensor, not ``[N, dim]``, a NaN or infinite value, or
-            (``binary``) a value other than 0 and 1.
-
-    Example:
-        >>> check_data(torch.tensor([[0, 1]]), 2, binary=True, name="m", dtype=torch.float64)
-        tensor([[0., 1.]], dtype=torch.float64)
-        >>> check_data(torch.tensor([[0.0, 0.5]]), 2, binary=True, name="m", dtype=torch.float64)
-        Traceback (most recent call last):
-        ...
-        ValueError: m models binary data, but x[0, 1] = 0.5; binarize first (e.g. x > 0.5)
-    """
-    if not isinstance(x, Tensor):
-        try:
-            x = torch.as_tensor(x)
-        except (TypeError, ValueError, RuntimeError):
-            raise ValueError(f"x must be a tensor, not {type(x).__name__}") from None
-    if x.dim() != 2 or x.shape[1] != dim:
-        raise ValueError(f"{name} expects x of shape [N, {dim}], got {tuple(x.shape)}")
-    x = x.to(dtype)
-    if _VALUES_CHECKED.get():
-        return x
-    # x (1 - x) is 0 exactly at 0 and 1, and NaN or nonzero anywhere else: one cheap pass
-    if bool((x * (1 - x) if binary else x - x).any()):
-        bad = ((x != 0) & (x != 1)) if binary else ~torch.isfinite(x)
-        row, col = (int(i) for i in bad.nonzero()[0])  # the first offending value
-        value = float(x[row, col])
-        if math.isnan(value):
-            raise ValueError(f"x[{row}, {col}] is NaN; {name} needs every value observed")
-        if binary:
-            raise ValueError(
-                f"{name} models binary data, but x[{row}, {col}] = {value:g}; "
-                "binarize first (e.g. x > 0.5)"
-            )
-        raise ValueError(f"x[{row}, {col}] = {value:g}; {name} needs finite values")
-    return x
-
-
-_VALUES_CHECKED: ContextVar[bool] = ContextVar("ppdgm_values_checked", default=False)
-
-
-@contextmanager
-def values_checked() -> Iterator[None]:
-    """Inside the block :func:`check_data` checks types and shapes but does not scan the values
-    again: for a training loop whose data were checked in full before it began (one scan of
-    the data set instead of one per minibatch and step)."""
-    token = _VALUES_CHECKED.set(True)
-    try:
-        yield
-    finally:
-        _VALUES_CHECKED.reset(token)
 
 
 def joint_table_size(dim: int) -> str:
@@ -117,18 +52,6 @@ def joint_table_size(dim: int) -> str:
     return f"≈ {10 ** (exponent % 1):.1f}e+{int(exponent)}"
 
 
-@contextmanager
-def seeded(seed: int | None) -> Iterator[None]:
-    """Runs the block on torch's global random stream seeded with ``seed`` and restores the
-    stream afterwards; ``seed=None`` leaves the stream alone."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
 def walk(chain: Chain, draw: Callable[[int, Distribution], Tensor]) -> list[Tensor]:
     """Runs a chain: at each step ``t`` ``draw(t, distribution)`` gives the value sent back."""
     values: list[Tensor] = []
@@ -142,7 +65,7 @@ def walk(chain: Chain, draw: Callable[[int, Distribution], Tensor]) -> list[Tens
             return values
 
 
-class Autoregressive(PyroModule):
+class Autoregressive(PyroModule, Model):
     """Base of the autoregressive models: ``sample`` and ``model`` from ``_conditionals``.
 
     Subclasses set :attr:`dim`, :attr:`binary` and the buffer ``order`` (a permutation, the
@@ -170,47 +93,16 @@ class Autoregressive(PyroModule):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ derived
-    @property
-    def config(self) -> dict[str, Any]:
-        """The constructor's arguments: ``type(m)(**m.config)`` builds the same architecture."""
-        return dict(self._config)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The floating-point type of the parameters."""
-        return next(self.parameters()).dtype
-
-    @property
-    def num_parameters(self) -> int:
-        """Free parameters: those that ``log_prob`` depends on (weights that a mask zeroes or
-        that feed no conditional are not counted)."""
-        return sum(p.numel() for p in self.parameters())
-
     def check(self, x: Any) -> Tensor:
         """``x`` as ``[N, dim]`` data in the parameters' dtype (see :func:`check_data`)."""
         return check_data(x, self.dim, binary=self.binary, name=self._name(), dtype=self.dtype)
-
-    def training_loss(self, x: Tensor, step: int) -> Tensor:
-        """The maximum-likelihood objective of a minibatch: ``-mean log p(x)``."""
-        return -self.log_prob(x).mean()
 
     def site_name(self, variable: int) -> str:
         """The name of the Pyro sample site of variable ``variable`` (``x_3``)."""
         return f"x_{variable}"
 
-    def sample(self, n: int, seed: int | None = None) -> Tensor:
-        """``n`` independent draws, ``[n, dim]``, one variable at a time along the ordering and
-        vectorized over the draws.
-
-        Arguments:
-            n: the number of draws.
-            seed: seeds torch's random stream for this call only; None uses it as it is.
-        """
-        check_int("n", n, least=0)
-        with torch.no_grad(), seeded(seed):
-            return self._sample(n)
-
     def _sample(self, n: int, **chain: Any) -> Tensor:
+        """``n`` draws, one variable at a time along the ordering, vectorized over draws."""
         x = torch.zeros(n, self.dim, dtype=self.dtype, device=self.order.device)
         order = chain.pop("order", self.order).tolist()
         values = walk(self._conditionals((n,), **chain), lambda t, d: d.sample())

@@ -20,10 +20,16 @@ dequantized flow) trains by maximum likelihood unless an SVI objective is asked 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Literal, Protocol, runtime_checkable
 
-if TYPE_CHECKING:
-    from torch import Tensor
+import torch
+from torch import Tensor, nn
+
+from ppdgm._checks import ContractError, check_int
 
 __all__ = [
     "DENSITY",
@@ -32,9 +38,13 @@ __all__ = [
     "DensityModel",
     "Kind",
     "LatentVariableModel",
+    "Model",
     "can_sample",
+    "check_data",
     "log_prob_is_exact",
     "model_kind",
+    "seeded",
+    "values_checked",
 ]
 
 Kind = Literal["density", "program"]
@@ -43,10 +53,6 @@ Kind = Literal["density", "program"]
 DENSITY: Kind = "density"
 #: the kind of a model with ``model`` and ``guide``
 PROGRAM: Kind = "program"
-
-
-class ContractError(TypeError):
-    """A model that lacks what the toolkit needs of it (the message names the missing methods)."""
 
 
 @runtime_checkable
@@ -92,8 +98,6 @@ def model_kind(module: Any, *, program: bool = False) -> Kind:
         ...
         ppdgm.base.ContractError: Gaussian has no guide and no model: SVI needs a Pyro program ...
     """
-    from torch import nn
-
     name = type(module).__name__
     if not isinstance(module, nn.Module):
         raise ContractError(
@@ -128,3 +132,122 @@ def log_prob_is_exact(module: Any) -> bool:
 def can_sample(module: Any) -> bool:
     """Whether ``module`` draws samples (has ``sample(n)``)."""
     return _has(module, "sample")
+
+
+def check_data(x: Any, dim: int, *, binary: bool, name: str, dtype: torch.dtype) -> Tensor:
+    """``x`` as a ``[N, dim]`` tensor of ``dtype``, checked.
+
+    Raises:
+        ValueError: naming the fault: not a tensor, not ``[N, dim]``, a NaN or infinite value, or
+            (``binary``) a value other than 0 and 1.
+
+    Example:
+        >>> check_data(torch.tensor([[0, 1]]), 2, binary=True, name="m", dtype=torch.float64)
+        tensor([[0., 1.]], dtype=torch.float64)
+        >>> check_data(torch.tensor([[0.0, 0.5]]), 2, binary=True, name="m", dtype=torch.float64)
+        Traceback (most recent call last):
+        ...
+        ValueError: m models binary data, but x[0, 1] = 0.5; binarize first (e.g. x > 0.5)
+    """
+    if not isinstance(x, Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"x must be a tensor, not {type(x).__name__}") from None
+    if x.dim() != 2 or x.shape[1] != dim:
+        raise ValueError(f"{name} expects x of shape [N, {dim}], got {tuple(x.shape)}")
+    x = x.to(dtype)
+    if _VALUES_CHECKED.get():
+        return x
+    # x (1 - x) is 0 exactly at 0 and 1, and NaN or nonzero anywhere else: one cheap pass
+    if bool((x * (1 - x) if binary else x - x).any()):
+        bad = ((x != 0) & (x != 1)) if binary else ~torch.isfinite(x)
+        row, col = (int(i) for i in bad.nonzero()[0])  # the first offending value
+        value = float(x[row, col])
+        if math.isnan(value):
+            raise ValueError(f"x[{row}, {col}] is NaN; {name} needs every value observed")
+        if binary:
+            raise ValueError(
+                f"{name} models binary data, but x[{row}, {col}] = {value:g}; "
+                "binarize first (e.g. x > 0.5)"
+            )
+        raise ValueError(f"x[{row}, {col}] = {value:g}; {name} needs finite values")
+    return x
+
+
+_VALUES_CHECKED: ContextVar[bool] = ContextVar("ppdgm_values_checked", default=False)
+
+
+@contextmanager
+def values_checked() -> Iterator[None]:
+    """Inside the block :func:`check_data` checks types and shapes but does not scan the values
+    again: for a training loop whose data were checked in full before it began (one scan of
+    the data set instead of one per minibatch and step)."""
+    token = _VALUES_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _VALUES_CHECKED.reset(token)
+
+
+@contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """Runs the block on torch's global random stream seeded with ``seed`` and restores the
+    stream afterwards; ``seed=None`` leaves the stream alone."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+class Model(nn.Module):
+    """What the zoo's models share on top of the contract: their constructor's arguments
+    (``config``, from which checkpoints and the command line rebuild them), ``dtype``,
+    ``num_parameters``, and ``sample(n, seed=None)`` around a ``_sample(n)`` of their own.
+
+    A model of your own needs none of this: the contract is only the methods of
+    :func:`model_kind`.
+    """
+
+    #: the constructor's arguments, set by each subclass's ``__init__``; None: none to rebuild
+    #: from (a model around parts of the user's own)
+    _config: dict[str, Any] | None = None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments: ``type(m)(**m.config)`` builds the same architecture.
+
+        Raises:
+            ValueError: for a model built around parts that plain data cannot describe.
+        """
+        if self._config is None:
+            raise ValueError(
+                f"this {type(self).__name__} was built around parts of your own, which no "
+                "config can rebuild; save its state_dict and rebuild it in code"
+            )
+        return dict(self._config)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating-point type of the parameters (of the buffers for a model without)."""
+        for tensor in (*self.parameters(), *self.buffers()):
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return torch.get_default_dtype()
+
+    @property
+    def num_parameters(self) -> int:
+        """The number of trainable scalar parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def sample(self, n: int, seed: int | None = None) -> Tensor:
+        """``n`` independent draws ``[n, ...]`` (``seed``: a private seed for this call; None
+        uses torch's random stream as it is), without gradients."""
+        check_int("n", n, least=0)
+        with torch.no_grad(), seeded(seed):
+            return self._sample(n)
+
+    def _sample(self, n: int) -> Tensor:
+        raise NotImplementedError

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from ppdgm import __version__
-from ppdgm.base import ContractError
+from ppdgm._checks import ContractError
 from ppdgm.commands import COMMANDS
 from ppdgm.commands._common import positive_int
 

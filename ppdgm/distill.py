@@ -28,7 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ppdgm._checks import check_int
-from ppdgm.autoregressive import seeded
+from ppdgm.base import seeded
 from ppdgm.models.flows import FlowModel
 
 __all__ = ["DistillResult", "distill", "reverse_kl"]

@@ -34,8 +34,7 @@ from ppdgm._checks import check_int
 from ppdgm._probe import probe
 from ppdgm._weights import NaNLogDensity
 from ppdgm.atomic import write_text_atomic
-from ppdgm.autoregressive import values_checked
-from ppdgm.base import DENSITY, PROGRAM, can_sample, log_prob_is_exact, model_kind
+from ppdgm.base import DENSITY, PROGRAM, can_sample, log_prob_is_exact, model_kind, values_checked
 from ppdgm.batch import (
     Batch,
     as_arguments,

@@ -14,7 +14,7 @@ from pyro.distributions.transforms import AffineAutoregressive, ComposeTransform
 from torch.autograd.functional import jacobian
 
 from ppdgm import flows
-from ppdgm.autoregressive import seeded
+from ppdgm.base import seeded
 from ppdgm.estimate import LogLikelihood
 from ppdgm.inspect import dependency_graph
 from ppdgm.models import IAF, MAF, NICE, RealNVP
