@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ppdgm.estimate import LogLikelihood, ParetoKWarning
+from ppdgm.infer.estimate import LogLikelihood, ParetoKWarning
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "binarized_mnist"
 RESULTS = Path(__file__).parent / "results" / "estimate.json"

@@ -36,8 +36,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ppdgm.data import load_binarized_mnist
-from ppdgm.iwae import IWAE
-from ppdgm.svi import SVIObjective
+from ppdgm.infer.iwae import IWAE
+from ppdgm.infer.svi import SVIObjective
 from ppdgm.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -36,9 +36,9 @@ import torch
 from torch.nn import functional as F
 
 from ppdgm.data import load_binarized_mnist
-from ppdgm.estimate import LogLikelihood, UnreliableWeightsWarning
+from ppdgm.infer.estimate import LogLikelihood, UnreliableWeightsWarning
+from ppdgm.infer.svi import SVIObjective
 from ppdgm.models import VAE
-from ppdgm.svi import SVIObjective
 from ppdgm.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]

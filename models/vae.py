@@ -143,7 +143,7 @@ class VAE(_LatentVariableModel):
             ``max(16, 2 * z_dim)``).
 
     Example:
-        >>> from ppdgm.estimate import LogLikelihood
+        >>> from ppdgm.infer.estimate import LogLikelihood
         >>> vae = VAE(6, 2, [16], guide_flow="iaf")
         >>> x = torch.bernoulli(torch.full((5, 6), 0.5))
         >>> bounds = LogLikelihood(vae.model, vae.guide, num_samples=3)(x)  # IWAE, K = 3
@@ -413,7 +413,7 @@ class HierarchicalVAE(_LatentVariableModel):
         activation: the MLPs' activation.
 
     Example:
-        >>> from ppdgm.svi import SVIObjective
+        >>> from ppdgm.infer.svi import SVIObjective
         >>> hvae = HierarchicalVAE(6, (3, 2), ([16], [8]))
         >>> SVIObjective("iwae", 4)(hvae, torch.ones(5, 6), step=0).shape  # a training loss
         torch.Size([])

@@ -13,7 +13,7 @@ import pyro.distributions as dist
 import torch
 
 from ppdgm.bn import asia
-from ppdgm.estimate import Estimate, LogLikelihood, UnreliableWeightsWarning, comparison_table
+from ppdgm.infer.estimate import Estimate, LogLikelihood, UnreliableWeightsWarning, comparison_table
 
 __all__ = ["demo_section"]
 

@@ -3,7 +3,7 @@ checked before anything is built, and rebuilt from what every checkpoint records
 
 A checkpoint is a dict with ``format`` (:data:`FORMAT`), ``model`` (the spec, see
 :func:`model_spec`), ``state_dict``, ``pyro_params`` (the unconstrained ``pyro.param`` values of
-a program, see :mod:`ppdgm.params`; empty for most models), and whatever the writer adds (the
+a program, see :mod:`ppdgm.infer.params`; empty for most models), and whatever the writer adds (the
 training loop adds the epoch, the optimizer's state, the history and the data's description).
 
 The spec of a zoo model is its name, constructor arguments and dtype; that of a user's module is
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ppdgm.atomic import atomic_path
 from ppdgm.batch import Batch
-from ppdgm.params import load_program_params, program_params
+from ppdgm.infer.params import load_program_params, program_params
 from ppdgm.source import build_from_source, source_of
 
 __all__ = [
@@ -108,7 +108,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, **extra: Any
     previous checkpoint intact. Returns the path.
 
     ``extra`` may hold ``pyro_params``, the unconstrained values of a program's ``pyro.param``
-    parameters by name (:func:`ppdgm.params.program_params`).
+    parameters by name (:func:`ppdgm.infer.params.program_params`).
     """
     payload: dict[str, Any] = {
         "format": FORMAT,

@@ -31,8 +31,6 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ppdgm._checks import check_int
-from ppdgm._probe import probe
-from ppdgm._weights import NaNLogDensity
 from ppdgm.atomic import write_text_atomic
 from ppdgm.base import DENSITY, PROGRAM, can_sample, log_prob_is_exact, model_kind, values_checked
 from ppdgm.batch import (
@@ -54,10 +52,12 @@ from ppdgm.checkpoint import (
     save_checkpoint,
 )
 from ppdgm.data import batches
-from ppdgm.estimate import Estimate, LogLikelihood, UnreliableWeightsWarning
-from ppdgm.params import load_program_params, program_params
+from ppdgm.infer.estimate import Estimate, LogLikelihood, UnreliableWeightsWarning
+from ppdgm.infer.params import load_program_params, program_params
+from ppdgm.infer.probe import probe
+from ppdgm.infer.svi import SVIObjective
+from ppdgm.infer.weights import NaNLogDensity
 from ppdgm.plots import picture_samples, save_learning_curves, save_sample_grid
-from ppdgm.svi import SVIObjective
 from ppdgm.threads import work_threads
 
 __all__ = [
@@ -500,7 +500,7 @@ def _preflight(model: nn.Module, kind: str, rows: Batch, validate: bool) -> dict
     Raises:
         ValueError: for a ``log_prob`` that does not return one value per row, and for a
             program that LogLikelihood cannot score (no plate "data", a guide that does not
-            match the model: see :func:`ppdgm._probe.probe`) when there is validation data.
+            match the model: see :func:`ppdgm.infer.probe.probe`) when there is validation data.
     """
     n = num_rows(rows)
     args, kwargs = as_arguments(rows)

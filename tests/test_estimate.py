@@ -24,7 +24,6 @@ from pyro.infer.importance import vectorized_importance_weights
 from torch import nn
 
 import ppdgm.bn as pbn
-from ppdgm._stats import MeanAccumulator, WeightAccumulator, pareto_k, tail_size
 from ppdgm.estimate import (
     Estimate,
     LogLikelihood,
@@ -32,6 +31,7 @@ from ppdgm.estimate import (
     ParetoKWarning,
     comparison_table,
 )
+from ppdgm.infer.stats import MeanAccumulator, WeightAccumulator, pareto_k, tail_size
 
 Z_TOL = 4.0
 
@@ -468,7 +468,7 @@ def test_chunk_size_bounds_each_pass(ppca: PPCA) -> None:
 
 def test_bernoulli_fast_path_is_the_distributions_log_prob() -> None:
     """site_log_prob's shortcut for Bernoulli(logits).to_event(n): the same numbers, masked."""
-    from ppdgm._weights import site_log_prob
+    from ppdgm.infer.weights import site_log_prob
 
     torch.manual_seed(0)
     logits = torch.randn(3, 4, 5, 6)

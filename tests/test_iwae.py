@@ -1,4 +1,4 @@
-"""ppdgm.iwae.IWAE: its value is minus the per-point IWAE bound, its gradient is autograd's of
+"""ppdgm.infer.iwae.IWAE: its value is minus the per-point IWAE bound, its gradient is autograd's of
 that bound (or the doubly-reparameterized one), and SVI trains with it."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pyro.infer.autoguide import AutoNormal
 from torch import nn
 
 from ppdgm.estimate import LogLikelihood
-from ppdgm.iwae import IWAE
+from ppdgm.infer.iwae import IWAE
 
 DIM, LATENT, SIGMA = 4, 2, 0.5
 

@@ -1,8 +1,8 @@
-"""The fast road of SVIObjective (ppdgm.iwae.WeightedELBO and IWAE on the programs' log weights)
-against Pyro's own ELBO classes: the same value and the same gradient from the same draws, on
-several programs (a plain VAE, flows as guides, nested plates, pyro.param parameters, labels as
-a second argument, several particles, KL annealing); and the fall-back, with a note, for
-programs the road cannot take."""
+"""The fast road of SVIObjective (ppdgm.infer.iwae's WeightedELBO and IWAE on the programs'
+log weights) against Pyro's own ELBO classes: the same value and the same gradient from the
+same draws, on several programs (a plain VAE, flows as guides, nested plates, pyro.param
+parameters, labels as a second argument, several particles, KL annealing); and the fall-back,
+with a note, for programs the road cannot take."""
 
 from __future__ import annotations
 

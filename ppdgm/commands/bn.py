@@ -307,7 +307,7 @@ def run_loglik(args: argparse.Namespace) -> int:
     """``ppdgm bn loglik``: per-row log-probabilities (exact or estimated), total and mean."""
     import pyro
 
-    from ppdgm.estimate import LogLikelihood, UnreliableWeightsWarning
+    from ppdgm.infer.estimate import LogLikelihood, UnreliableWeightsWarning
 
     bn = load_network(args.network)
     rows = read_rows(args.data)

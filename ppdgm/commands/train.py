@@ -460,7 +460,7 @@ def demo_section(out_dir: Path) -> str:
     import torch
 
     from ppdgm.data import load_digits
-    from ppdgm.estimate import LogLikelihood
+    from ppdgm.infer.estimate import LogLikelihood
     from ppdgm.models import NADE
     from ppdgm.train import evaluate, fit
 

@@ -114,7 +114,7 @@ def build_vae(name: str, dim: int, args: argparse.Namespace) -> torch.nn.Module:
 def objective(args: argparse.Namespace) -> Any:
     """The :class:`~ppdgm.svi.SVIObjective` of the command line's ``--loss``, ``--particles``
     and ``--anneal-steps``."""
-    from ppdgm.svi import SVIObjective
+    from ppdgm.infer.svi import SVIObjective
 
     return SVIObjective(args.loss or "elbo", args.particles, anneal_steps=args.anneal_steps)
 
@@ -129,7 +129,7 @@ def estimates(
     import torch
 
     from ppdgm.batch import as_arguments, check_rows, split_rows
-    from ppdgm.estimate import Estimate, LogLikelihood, UnreliableWeightsWarning
+    from ppdgm.infer.estimate import Estimate, LogLikelihood, UnreliableWeightsWarning
 
     check = getattr(model, "check", None)
     x = check(x) if check is not None and isinstance(x, torch.Tensor) else check_rows(x, "x")
@@ -154,7 +154,7 @@ def estimates(
 def format_estimates(found: dict[str, Any], notes: list[str]) -> str:
     """The estimates of :func:`estimates` as a table (per data point means in nats, with
     standard errors), with a note on unreliable ones."""
-    from ppdgm.estimate import comparison_table
+    from ppdgm.infer.estimate import comparison_table
 
     table = comparison_table(found)
     if notes:
@@ -205,8 +205,8 @@ def demo_section(out_dir: Path) -> str:
     import torch
 
     from ppdgm.data import load_digit_labels, load_digits
+    from ppdgm.infer.svi import SVIObjective
     from ppdgm.models import VAE
-    from ppdgm.svi import SVIObjective
     from ppdgm.train import fit
 
     threads = torch.get_num_threads()

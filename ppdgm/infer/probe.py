@@ -10,7 +10,8 @@ from pyro import poutine
 from pyro.poutine.trace_struct import Trace
 from torch import Tensor
 
-from ppdgm._weights import (
+from ppdgm.bn.program import PartiallyObservedCategorical
+from ppdgm.infer.weights import (
     Layout,
     Program,
     data_frame,
@@ -19,7 +20,6 @@ from ppdgm._weights import (
     sample_sites,
     trace_once,
 )
-from ppdgm.bn.program import PartiallyObservedCategorical
 
 __all__ = ["own_stream", "probe"]
 

@@ -1,13 +1,13 @@
 """Per-data-point log weights of a Pyro program, with the samples vectorized as particles.
 
-The estimators in :mod:`ppdgm.estimate` and the loss in :mod:`ppdgm.iwae` share this machinery.
-A *probe* (:mod:`ppdgm._probe`) runs the guide and the model once, without particles, to find the
-plate named ``plate`` and the depth of plate nesting, and to check the sites and the data. Then
-:func:`trace_particles` runs both again inside one extra plate of ``k`` particles, left of every
-plate of the program, and :func:`per_point` reduces any per-site tensor (a log-density, a KL
-divergence) to ``[k, N]``: its sum over every dimension except the particle and the data-plate
-dimensions. A site outside the
-data plate (a global latent variable) gets a ``[k, 1]`` term, shared by every data point.
+The estimators in :mod:`ppdgm.estimate` and the losses in :mod:`ppdgm.infer.iwae` share this
+machinery. A *probe* (:mod:`ppdgm.infer.probe`) runs the guide and the model once, without
+particles, to find the plate named ``plate`` and the depth of plate nesting, and to check the
+sites and the data. Then :func:`trace_particles` runs both again inside one extra plate of ``k``
+particles, left of every plate of the program, and :func:`per_point` reduces any per-site tensor
+(a log-density, a KL divergence) to ``[k, N]``: its sum over every dimension except the particle
+and the data-plate dimensions. A site outside the data plate (a global latent variable) gets a
+``[k, 1]`` term, shared by every data point.
 """
 
 from __future__ import annotations

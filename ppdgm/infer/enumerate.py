@@ -18,7 +18,7 @@ from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
-from ppdgm._weights import Layout, latent_sites, site_log_prob
+from ppdgm.infer.weights import Layout, latent_sites, site_log_prob
 
 __all__ = ["enumerated_log_prob"]
 

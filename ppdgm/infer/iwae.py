@@ -4,7 +4,7 @@ importance-weighted bound, taken per data point, for any Pyro program and its gu
 One guide trace and one model trace replayed on it per step, with :math:`K` particles
 vectorized by a plate left of the program's plates, give the log weights
 :math:`\log w_{ik} = \log p(x_i, z_{ik}) - \log q(z_{ik} \mid x_i)`
-(:func:`ppdgm._weights.log_weights`, the same function :class:`ppdgm.estimate.LogLikelihood`
+(:func:`ppdgm.infer.weights.log_weights`, the same function :class:`ppdgm.estimate.LogLikelihood`
 estimates with). From them, for data points :math:`x_1, \dots, x_N` (the model's plate named
 ``plate``):
 
@@ -37,8 +37,8 @@ from pyro.infer.elbo import ELBO
 from pyro.poutine.trace_struct import Trace
 from torch import Tensor
 
-from ppdgm._probe import own_stream, probe
-from ppdgm._weights import (
+from ppdgm.infer.probe import own_stream, probe
+from ppdgm.infer.weights import (
     Layout,
     data_frame,
     log_weight_total,
