@@ -60,6 +60,12 @@ class PartiallyObservedCategorical(dist.Categorical):
         self.value = value.expand(self.batch_shape)
         self.observed = observed.expand(self.batch_shape)
 
+    @property
+    def clamped(self) -> Tensor:
+        """The cells clamped to their known value (``observed``), as :mod:`ppdgm.infer`
+        recognizes a latent site that is observed in part."""
+        return self.observed
+
     def expand(self, batch_shape: Any, _instance: Any = None) -> PartiallyObservedCategorical:
         batch_shape = torch.Size(batch_shape)
         return PartiallyObservedCategorical(

@@ -10,10 +10,10 @@ from pyro import poutine
 from pyro.poutine.trace_struct import Trace
 from torch import Tensor
 
-from ppdgm.bn.program import PartiallyObservedCategorical
 from ppdgm.infer.weights import (
     Layout,
     Program,
+    clamped,
     data_frame,
     is_auxiliary,
     latent_sites,
@@ -120,7 +120,7 @@ def _check_plate(trace: Trace, plate: str) -> int:
 def _check_observations(trace: Trace, plate: str, size: int) -> None:
     inside = 0
     for name, site in sample_sites(trace):
-        if isinstance(site["fn"], PartiallyObservedCategorical) and data_frame(site, plate):
+        if clamped(site["fn"]) is not None and data_frame(site, plate):
             inside += 1  # a network's column with missing cells: observed where it has values
         if not site["is_observed"]:
             continue

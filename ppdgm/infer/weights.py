@@ -26,12 +26,11 @@ from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
-from ppdgm.bn.program import PartiallyObservedCategorical
-
 __all__ = [
     "PARTICLES",
     "Layout",
     "NaNLogDensity",
+    "clamped",
     "data_frame",
     "is_auxiliary",
     "latent_sites",
@@ -145,15 +144,23 @@ def prior_proposal_log_prob(site: dict[str, Any]) -> Tensor | None:
     """The part of a latent site's log-density that does not cancel when the prior proposes it.
 
     A latent site sampled from its own distribution contributes ``log p - log q = 0``; a
-    :class:`~ppdgm.bn.program.PartiallyObservedCategorical` (a network's column with missing
-    cells) is clamped to the known values, which it proposes with probability one, so its known
-    cells keep their ``log p``. None where nothing is left.
+    distribution clamped to known values in some cells (:func:`clamped`: a Bayesian network's
+    column with missing cells) proposes them with probability one, so its known cells keep their
+    ``log p``. None where nothing is left.
     """
-    fn = site["fn"]
-    if isinstance(fn, PartiallyObservedCategorical):
-        log_p = site_log_prob(site)
-        return torch.where(fn.observed, log_p, torch.zeros_like(log_p))
-    return None
+    known = clamped(site["fn"])
+    if known is None:
+        return None
+    log_p = site_log_prob(site)
+    return torch.where(known, log_p, torch.zeros_like(log_p))
+
+
+def clamped(fn: Any) -> Tensor | None:
+    """The cells a distribution clamps to known values (a boolean mask), for a distribution that
+    says so with a ``clamped`` attribute (``ppdgm.bn``'s partially observed categorical: a
+    latent site observed where its column has a value); None for every other distribution."""
+    known = getattr(fn, "clamped", None)
+    return known if isinstance(known, Tensor) else None
 
 
 def per_point(value: Tensor, site: dict[str, Any], layout: Layout) -> Tensor:
