@@ -31,9 +31,9 @@ import pgmpy
 from pgmpy.base import DAG
 
 import ppdgm
-from ppdgm._dag import clear_caches, compiled
 from ppdgm.bn import example
-from ppdgm.independence import d_separated, markov_blanket
+from ppdgm.graph.dag import clear_caches, compiled
+from ppdgm.graph.independence import d_separated, markov_blanket
 
 REPEATS = 5
 RESULTS = Path(__file__).parent / "results" / "dseparation.json"

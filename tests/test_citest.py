@@ -13,7 +13,7 @@ import torch
 from pgmpy.estimators.CITests import pearsonr
 
 from ppdgm.bn import asia
-from ppdgm.citest import CITestResult, check_independencies, fisher_z_test, g_test
+from ppdgm.graph.citest import CITestResult, check_independencies, fisher_z_test, g_test
 from ppdgm.independence import Independence, d_separated
 
 # ------------------------------------------------------------------------------ the statistics

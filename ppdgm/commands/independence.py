@@ -45,7 +45,7 @@ def load_target(spec: str) -> DiscreteBN | Callable[..., Any]:
 
 def _graph(target: DiscreteBN | Callable[..., Any]) -> DiscreteBN | nx.DiGraph:
     from ppdgm.bn.network import DiscreteBN
-    from ppdgm.inspect import dependency_graph
+    from ppdgm.graph.inspect import dependency_graph
 
     return target if isinstance(target, DiscreteBN) else dependency_graph(target)
 
@@ -57,7 +57,7 @@ def _names(text: str | None) -> list[str]:
 def explain(g: DiscreteBN | nx.DiGraph, xs: list[str], ys: list[str], given: list[str]) -> str:
     """The answer to ``xs ⊥ ys | given``: d-separated or not, an active trail if not, and a
     minimal separator of ``xs`` and ``ys``."""
-    from ppdgm.independence import (
+    from ppdgm.graph.independence import (
         Independence,
         active_trail,
         d_separated,
@@ -86,8 +86,8 @@ def explain(g: DiscreteBN | nx.DiGraph, xs: list[str], ys: list[str], given: lis
 
 
 def _run_ci(args: argparse.Namespace) -> int:
-    from ppdgm.citest import check_independencies
-    from ppdgm.independence import Independence
+    from ppdgm.graph.citest import check_independencies
+    from ppdgm.graph.independence import Independence
 
     target = load_target(args.target)
     g = _graph(target)
@@ -110,7 +110,7 @@ def _run_blanket(args: argparse.Namespace) -> int:
 def describe_blanket(g: DiscreteBN | nx.DiGraph, v: Hashable) -> str:
     """A variable's Markov blanket, split into parents, children and co-parents."""
     from ppdgm.bn.network import DiscreteBN
-    from ppdgm.independence import markov_blanket
+    from ppdgm.graph.independence import markov_blanket
 
     blanket = markov_blanket(g, v)
     dag = g.dag if isinstance(g, DiscreteBN) else g
@@ -132,8 +132,8 @@ def describe_blanket(g: DiscreteBN | nx.DiGraph, v: Hashable) -> str:
 
 
 def _run_render(args: argparse.Namespace) -> int:
-    from ppdgm.independence import active_trail, markov_blanket
-    from ppdgm.inspect import GraphvizNotFound, render
+    from ppdgm.graph.independence import active_trail, markov_blanket
+    from ppdgm.graph.inspect import GraphvizNotFound, render
 
     g = _graph(load_target(args.target))
     highlight: dict[str, list[Hashable]] = {}
@@ -197,9 +197,9 @@ def demo_section(out_dir: Path) -> str:
         The text to print.
     """
     from ppdgm import bn as networks
-    from ppdgm.citest import check_independencies
-    from ppdgm.independence import Independence, active_trail
-    from ppdgm.inspect import GraphvizNotFound, render
+    from ppdgm.graph.citest import check_independencies
+    from ppdgm.graph.independence import Independence, active_trail
+    from ppdgm.graph.inspect import GraphvizNotFound, render
 
     asia = networks.asia()
     queries = [

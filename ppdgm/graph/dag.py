@@ -9,8 +9,6 @@ from weakref import WeakKeyDictionary
 
 import networkx as nx
 
-from ppdgm.bn.network import DiscreteBN
-
 __all__ = ["CompiledDAG", "as_dag", "clear_caches", "compiled", "describe_names"]
 
 #: Reachable sets remembered per frozen graph before the memo is cleared.
@@ -23,10 +21,18 @@ _COMPILED: WeakKeyDictionary[nx.DiGraph, CompiledDAG] = WeakKeyDictionary()
 _BY_ID: dict[int, tuple[weakref.ref[Any], CompiledDAG]] = {}
 
 
+def network_dag(obj: Any) -> nx.DiGraph | None:
+    """The DAG of a network (an object whose ``dag`` attribute is a ``networkx.DiGraph``, as
+    :class:`ppdgm.bn.DiscreteBN`'s is); None for anything else."""
+    dag = getattr(obj, "dag", None)
+    return dag if isinstance(dag, nx.DiGraph) and not isinstance(obj, nx.Graph) else None
+
+
 def as_dag(g: Any) -> nx.DiGraph:
     """The directed graph behind a DAG, a network or a dependency graph."""
-    if isinstance(g, DiscreteBN):
-        return g.dag
+    dag = network_dag(g)
+    if dag is not None:
+        return dag
     if isinstance(g, nx.DiGraph) and not g.is_multigraph():
         return g
     if isinstance(g, nx.Graph):

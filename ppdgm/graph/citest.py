@@ -14,10 +14,9 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer import Predictive
 
-from ppdgm._dag import compiled
-from ppdgm.bn.network import DiscreteBN
-from ppdgm.independence import Independence
-from ppdgm.inspect import dependency_graph
+from ppdgm.graph.dag import compiled, network_dag
+from ppdgm.graph.independence import Independence
+from ppdgm.graph.inspect import dependency_graph
 
 __all__ = ["CITestResult", "check_independencies", "fisher_z_test", "g_test"]
 
@@ -62,7 +61,7 @@ class CITestResult:
 
 
 def check_independencies(
-    source: DiscreteBN | Callable[..., Any] | pd.DataFrame,
+    source: Any,
     statements: Statement | Iterable[Statement],
     *args: Any,
     num_samples: int = 5000,
@@ -113,7 +112,7 @@ def check_independencies(
         graph = None
         checker = compiled(nx.empty_graph(list(source.columns), create_using=nx.DiGraph))
         columns, discrete = _frame_columns(source)
-    elif isinstance(source, DiscreteBN):
+    elif network_dag(source) is not None:
         graph = source.dag
         checker = compiled(graph)
         frame = source.sample(num_samples, seed=seed)
