@@ -35,10 +35,10 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from ppdgm.checkpoint import load_model
 from ppdgm.data import load_binarized_mnist
 from ppdgm.models import FVSBN, MADE, NADE
-from ppdgm.train import PRECISIONS, evaluate, fit, retain_freed_memory
+from ppdgm.training.checkpoint import load_model
+from ppdgm.training.loop import PRECISIONS, evaluate, fit, retain_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 #: name: (constructor, published test NLL in nats)

@@ -10,8 +10,8 @@ Three parts (``--parts``), all in one process with one thread by default:
   with a fixed seed; held-out NLL in nats, next to the true density's NLL on the same points
   (closed forms and 1-D quadrature), the floor no model can beat in expectation.
 - ``distill``: a MAF teacher (the digits MAF's flow, a 64-D density in logit space) distilled
-  into an IAF student by :func:`ppdgm.distill.distill`; the times of sampling and of scoring
-  with each, whose ratios show which direction is one pass.
+  into an IAF student by :func:`ppdgm.training.distill.distill`; the times of sampling and of
+  scoring with each, whose ratios show which direction is one pass.
 
 zuko (not a dependency of ppdgm: ``pip install zuko``) gets the same data, noise, batches,
 optimizer, epochs, hidden widths and number of layers: ``zuko.flows.RealNVP`` and
@@ -40,9 +40,9 @@ import torch
 from torch import Tensor, nn
 
 from ppdgm.data import load_digits
-from ppdgm.distill import distill, reverse_kl
 from ppdgm.models import IAF, MAF, NICE, RealNVP
 from ppdgm.preprocess import Dequantization, bits_per_dim
+from ppdgm.training.distill import distill, reverse_kl
 
 try:
     import zuko

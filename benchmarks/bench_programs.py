@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from ppdgm.data import load_binarized_mnist
 from ppdgm.infer.iwae import IWAE
 from ppdgm.infer.svi import SVIObjective
-from ppdgm.train import fit
+from ppdgm.training.loop import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "programs.json"

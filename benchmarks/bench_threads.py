@@ -34,7 +34,7 @@ from ppdgm.bn import example
 from ppdgm.data import load_digits
 from ppdgm.models import MADE
 from ppdgm.threads import ENV
-from ppdgm.train import fit
+from ppdgm.training.loop import fit
 
 RESULTS = Path(__file__).parent / "results" / "threads.json"
 

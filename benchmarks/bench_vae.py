@@ -39,7 +39,7 @@ from ppdgm.data import load_binarized_mnist
 from ppdgm.infer.estimate import LogLikelihood, UnreliableWeightsWarning
 from ppdgm.infer.svi import SVIObjective
 from ppdgm.models import VAE
-from ppdgm.train import fit
+from ppdgm.training.loop import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 

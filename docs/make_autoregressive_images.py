@@ -13,8 +13,8 @@ import torch
 
 from ppdgm.data import load_digits
 from ppdgm.models import FVSBN, MADE, NADE
-from ppdgm.plots import save_sample_grid
 from ppdgm.train import evaluate, fit
+from ppdgm.training.plots import save_sample_grid
 
 __all__ = ["IMAGES", "make_images"]
 

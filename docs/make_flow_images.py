@@ -27,9 +27,9 @@ import torch
 from torch import Tensor
 
 from ppdgm.data import load_digits
-from ppdgm.distill import distill
 from ppdgm.models import IAF, MAF, NICE, RealNVP
 from ppdgm.models.flows import FlowModel
+from ppdgm.training.distill import distill
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "img"

@@ -16,8 +16,8 @@ import torch
 from ppdgm.checkpoint import load_model
 from ppdgm.data import load_binarized_mnist, load_digit_labels, load_digits
 from ppdgm.models import VAE
-from ppdgm.plots import save_latent_map, save_reconstructions, save_sample_grid
 from ppdgm.train import fit
+from ppdgm.training.plots import save_latent_map, save_reconstructions, save_sample_grid
 
 __all__ = ["IMAGES", "make_images"]
 

@@ -1,4 +1,5 @@
-"""Tests of ppdgm.distill: probability density distillation of a MAF teacher into an IAF."""
+"""Tests of ppdgm.training.distill: probability density distillation of a MAF teacher into an
+IAF."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import pytest
 import torch
 
 from ppdgm import flows
-from ppdgm.distill import distill, reverse_kl
 from ppdgm.models import IAF, MAF, RealNVP
+from ppdgm.training.distill import distill, reverse_kl
 
 GRID = torch.linspace(-7.0, 7.0, 281, dtype=torch.float64)
 

@@ -127,7 +127,7 @@ def test_bad_vae_settings(tmp_path: Path, capsys, args: list[str], message: str 
 
 
 def test_picture_functions_write_pngs_and_reject_bad_shapes(tmp_path: Path) -> None:
-    from ppdgm.plots import save_latent_map, save_reconstructions
+    from ppdgm.training.plots import save_latent_map, save_reconstructions
 
     x = torch.rand(20, 64)
     assert save_reconstructions(x, x, tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"

@@ -264,7 +264,7 @@ def run_fit(args: argparse.Namespace) -> int:
     from ppdgm.batch import first_tensor, num_rows
     from ppdgm.models import model_class
     from ppdgm.source import load_source
-    from ppdgm.train import fit, retain_freed_memory
+    from ppdgm.training.loop import fit, retain_freed_memory
 
     source = _is_source(args.model)
     if source:
@@ -351,8 +351,8 @@ def _flow_data(name: str) -> tuple[str, int | None]:
 def run_sample(args: argparse.Namespace) -> int:
     """Draws ``-n`` samples into a PNG grid."""
     from ppdgm.base import can_sample
-    from ppdgm.checkpoint import load_model
-    from ppdgm.plots import picture_samples, save_sample_grid
+    from ppdgm.training.checkpoint import load_model
+    from ppdgm.training.plots import picture_samples, save_sample_grid
 
     model, _ = load_model(args.checkpoint)
     if not can_sample(model):
@@ -372,9 +372,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from ppdgm.base import DENSITY, model_kind
     from ppdgm.batch import first_tensor, map_tensors, num_rows, select_rows
-    from ppdgm.checkpoint import load_model, read_checkpoint
     from ppdgm.data import load_file
-    from ppdgm.train import evaluate
+    from ppdgm.training.checkpoint import load_model, read_checkpoint
+    from ppdgm.training.loop import evaluate
 
     path = Path(args.checkpoint)
     path = path / "best.pt" if path.is_dir() else path
@@ -462,7 +462,7 @@ def demo_section(out_dir: Path) -> str:
     from ppdgm.data import load_digits
     from ppdgm.infer.estimate import LogLikelihood
     from ppdgm.models import NADE
-    from ppdgm.train import evaluate, fit
+    from ppdgm.training.loop import evaluate, fit
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a small model: one thread is as fast and never waits on another

@@ -178,7 +178,7 @@ def save_pictures(
 ) -> list[Path]:
     """Samples, reconstructions of the first 32 rows of ``x`` and a 2-D latent map of ``x``
     as PNG files in ``out``; returns their paths."""
-    from ppdgm.plots import (
+    from ppdgm.training.plots import (
         picture_samples,
         save_latent_map,
         save_reconstructions,
@@ -207,7 +207,7 @@ def demo_section(out_dir: Path) -> str:
     from ppdgm.data import load_digit_labels, load_digits
     from ppdgm.infer.svi import SVIObjective
     from ppdgm.models import VAE
-    from ppdgm.train import fit
+    from ppdgm.training.loop import fit
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
