@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt
 import pyro
 import torch
 
-from ppdgm._estimate_demo import ppca_problem
+from ppdgm.demo.estimators import ppca_problem
 from ppdgm.estimate import LogLikelihood, ParetoKWarning
 
 OUT = Path(__file__).parent / "img" / "estimates-vs-k.png"

@@ -8,8 +8,9 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_path", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["atomic_path", "write_bytes_atomic", "write_csv_atomic", "write_text_atomic"]
 
 
 @contextmanager
@@ -51,3 +52,9 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def write_csv_atomic(frame: Any, path: str | os.PathLike[str], float_format: str = "%.10g") -> Path:
+    """Writes a pandas DataFrame as CSV (no index, missing cells empty) to ``path`` atomically;
+    returns the path."""
+    return write_text_atomic(path, frame.to_csv(index=False, float_format=float_format))

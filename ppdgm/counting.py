@@ -5,10 +5,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 
-__all__ = ["ParameterCounts", "count_parameters", "format_count"]
+__all__ = [
+    "ParameterCounts",
+    "count_parameters",
+    "format_count",
+    "network_summary",
+    "parameter_summary",
+]
 
 
 @dataclass(frozen=True)
@@ -73,3 +80,42 @@ def count_parameters(dag: nx.DiGraph, cardinalities: Mapping[str, int]) -> Param
     full_joint = math.prod(cardinalities[v] for v in dag.nodes) - 1
     independent = sum(cardinalities[v] - 1 for v in dag.nodes)
     return ParameterCounts(factorized, full_joint, independent)
+
+
+def network_summary(bn: Any) -> str:
+    """``bn.describe()`` with the parameter counts spelled out by :func:`parameter_summary`."""
+    return bn.describe(counts=False) + "\n" + parameter_summary(bn)
+
+
+def parameter_summary(bn: Any) -> str:
+    """The three parameter counts with the formula behind each, aligned."""
+    counts = bn.parameter_counts()
+    cards = bn.cardinalities.values()
+    n = len(bn.variables)
+    joint_formula = (
+        f"2^{n} - 1 ({n} binary variables)"
+        if all(c == 2 for c in cards)
+        else "product of the state counts, less one"
+    )
+    rows = [
+        ("full joint table", counts.full_joint, joint_formula),
+        (
+            "this network",
+            counts.factorized,
+            "sum over variables of (states - 1) x parent configurations",
+        ),
+        ("fully independent", counts.independent, "sum over variables of (states - 1)"),
+    ]
+    shown = [format_count(count) for _, count, _ in rows]
+    width = max(map(len, shown))
+    lines = ["free parameters (numbers needed to specify the distribution):"]
+    for (label, _, formula), text in zip(rows, shown, strict=True):
+        lines.append(f"  {label:<17} {text:>{width}}  = {formula}")
+    if counts.factorized and counts.full_joint > counts.factorized:
+        ratio = format_count(
+            round(counts.full_joint / counts.factorized)
+            if counts.full_joint < 10**300
+            else counts.full_joint // counts.factorized
+        )
+        lines.append(f"the factorization needs {ratio} times fewer than the full table")
+    return "\n".join(lines)

@@ -14,7 +14,7 @@ from pgmpy.base import DAG
 
 from ppdgm.bn import asia, example
 from ppdgm.cli import main
-from ppdgm.commands.independence import demo_section
+from ppdgm.demo.independence import demo_section
 from ppdgm.independence import (
     Independence,
     active_trail,

@@ -15,8 +15,8 @@ import torch
 
 from ppdgm.checkpoint import load_model, read_checkpoint, save_checkpoint
 from ppdgm.cli import main
-from ppdgm.commands.train import demo_section
 from ppdgm.data import BernoulliMixture, batches, load_digits, write_amat
+from ppdgm.demo.autoregressive import demo_section
 from ppdgm.estimate import LogLikelihood
 from ppdgm.models import FVSBN, MADE, NADE
 from ppdgm.train import adam, evaluate, fit, maximum_likelihood

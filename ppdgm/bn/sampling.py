@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
@@ -14,7 +15,7 @@ from ppdgm.bn.evidence import decode
 if TYPE_CHECKING:
     from ppdgm.bn.network import DiscreteBN
 
-__all__ = ["ancestral_sample", "family_index", "sample_codes"]
+__all__ = ["ancestral_sample", "blank_cells", "family_index", "sample_codes"]
 
 #: Rows drawn per batch (bounds memory for very large ``n``).
 CHUNK_ROWS = 2**18
@@ -84,3 +85,16 @@ def ancestral_sample(bn: DiscreteBN, n: int, *, seed: int | None = None) -> pd.D
     if not parts:
         parts = [{v: torch.zeros(0, dtype=torch.long) for v in bn.variables}]
     return decode(bn, {v: torch.cat([p[v] for p in parts]) for v in bn.variables})
+
+
+def blank_cells(frame: pd.DataFrame, fraction: float, seed: int | None = None) -> pd.DataFrame:
+    """A copy of ``frame`` with each cell independently made missing with probability ``fraction``
+    (missing completely at random).
+
+    Raises:
+        ValueError: for a fraction outside [0, 1].
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"the fraction of missing cells must be in [0, 1], not {fraction}")
+    mask = np.random.default_rng(seed).random(frame.shape) < fraction
+    return frame.astype(object).mask(mask)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 from pathlib import Path
@@ -17,7 +16,6 @@ if TYPE_CHECKING:
     from ppdgm.bn import DiscreteBN
 
 __all__ = [
-    "blank_cells",
     "fraction",
     "load_network",
     "notes_stream",
@@ -107,10 +105,13 @@ def write_text(text: str, path: str | os.PathLike[str] | None) -> None:
 def write_frame(
     frame: pd.DataFrame, path: str | os.PathLike[str] | None, *, float_format: str = "%.10g"
 ) -> None:
-    """Writes a DataFrame as CSV (no index, missing cells empty) to standard output or a file."""
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, float_format=float_format)
-    write_text(buffer.getvalue(), path)
+    """Writes a DataFrame as CSV (no index, missing cells empty) to standard output or a file
+    (atomically).
+
+    Raises:
+        ValueError: if the file cannot be written (the message names it).
+    """
+    write_text(frame.to_csv(index=False, float_format=float_format), path)
 
 
 def notes_stream(output: str | os.PathLike[str] | None) -> TextIO:
@@ -145,21 +146,6 @@ def parse_assignments(text: str) -> dict[str, str]:
             raise ValueError(f"variable {name!r} is given twice in {text!r}")
         assignments[name] = value
     return assignments
-
-
-def blank_cells(frame: pd.DataFrame, fraction: float, seed: int | None = None) -> pd.DataFrame:
-    """A copy of ``frame`` with each cell independently made missing with probability ``fraction``
-    (missing completely at random).
-
-    Raises:
-        ValueError: for a fraction outside [0, 1].
-    """
-    import numpy as np
-
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"the fraction of missing cells must be in [0, 1], not {fraction}")
-    mask = np.random.default_rng(seed).random(frame.shape) < fraction
-    return frame.astype(object).mask(mask)
 
 
 def positive_int(text: str) -> int:

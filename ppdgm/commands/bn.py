@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ppdgm.commands._common import (
-    blank_cells,
     fraction,
     load_network,
     notes_stream,
@@ -20,7 +19,7 @@ from ppdgm.commands._common import (
     read_rows,
     write_frame,
 )
-from ppdgm.counting import format_count
+from ppdgm.counting import network_summary
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
 
     from ppdgm.bn import DiscreteBN
 
-__all__ = ["cpt_frame", "network_summary", "parameter_summary", "register"]
+__all__ = ["cpt_frame", "register"]
 
 _NETWORK_HELP = "a BIF file (.bif or .bif.gz) or an example network's name (asia, alarm, ...)"
 
@@ -156,45 +155,6 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def network_summary(bn: DiscreteBN) -> str:
-    """``bn.describe()`` with the parameter counts spelled out by :func:`parameter_summary`."""
-    return bn.describe(counts=False) + "\n" + parameter_summary(bn)
-
-
-def parameter_summary(bn: DiscreteBN) -> str:
-    """The three parameter counts with the formula behind each, aligned."""
-    counts = bn.parameter_counts()
-    cards = bn.cardinalities.values()
-    n = len(bn.variables)
-    joint_formula = (
-        f"2^{n} - 1 ({n} binary variables)"
-        if all(c == 2 for c in cards)
-        else "product of the state counts, less one"
-    )
-    rows = [
-        ("full joint table", counts.full_joint, joint_formula),
-        (
-            "this network",
-            counts.factorized,
-            "sum over variables of (states - 1) x parent configurations",
-        ),
-        ("fully independent", counts.independent, "sum over variables of (states - 1)"),
-    ]
-    shown = [format_count(count) for _, count, _ in rows]
-    width = max(map(len, shown))
-    lines = ["free parameters (numbers needed to specify the distribution):"]
-    for (label, _, formula), text in zip(rows, shown, strict=True):
-        lines.append(f"  {label:<17} {text:>{width}}  = {formula}")
-    if counts.factorized and counts.full_joint > counts.factorized:
-        ratio = format_count(
-            round(counts.full_joint / counts.factorized)
-            if counts.full_joint < 10**300
-            else counts.full_joint // counts.factorized
-        )
-        lines.append(f"the factorization needs {ratio} times fewer than the full table")
-    return "\n".join(lines)
-
-
 def cpt_frame(bn: DiscreteBN, variable: str) -> pd.DataFrame:
     """The table of ``variable`` as a DataFrame: one row per parent configuration, one column
     per state."""
@@ -214,6 +174,8 @@ def cpt_frame(bn: DiscreteBN, variable: str) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------- sample
 def run_sample(args: argparse.Namespace) -> int:
     """``ppdgm bn sample``: rows by ancestral sampling, optionally with blanked cells."""
+    from ppdgm.bn.sampling import blank_cells
+
     bn = load_network(args.network)
     rows = bn.sample(args.n, seed=args.seed)
     if args.missing > 0:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 import warnings
 from collections.abc import Callable, Hashable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
@@ -17,7 +15,7 @@ from ppdgm.commands._common import load_network, parse_names
 if TYPE_CHECKING:
     from ppdgm.bn.network import DiscreteBN
 
-__all__ = ["demo_section", "load_target", "register"]
+__all__ = ["load_target", "register"]
 
 TARGET_HELP = (
     "a BIF file, an example network name (asia, alarm, ...) or a Pyro program "
@@ -54,39 +52,9 @@ def _names(text: str | None) -> list[str]:
     return [s.strip() for s in (text or "").split(",") if s.strip()]
 
 
-def explain(g: DiscreteBN | nx.DiGraph, xs: list[str], ys: list[str], given: list[str]) -> str:
-    """The answer to ``xs ⊥ ys | given``: d-separated or not, an active trail if not, and a
-    minimal separator of ``xs`` and ``ys``."""
-    from ppdgm.graph.independence import (
-        Independence,
-        active_trail,
-        d_separated,
-        format_trail,
-        minimal_d_separator,
-    )
-
-    statement = Independence(xs, ys, given)
-    lines = []
-    if d_separated(g, xs, ys, given):
-        lines.append(f"{statement}: yes, d-separated (holds in every distribution of the graph)")
-    else:
-        lines.append(f"{statement}: no, d-connected (dependent in some distribution of the graph)")
-        for x, y in itertools.product(xs, ys):
-            trail = active_trail(g, x, y, given)
-            if trail is not None:
-                lines.append(f"  active trail: {format_trail(g, trail)}")
-                break
-    separator = minimal_d_separator(g, xs, ys)
-    if separator is None:
-        lines.append("  no set separates them: they are adjacent")
-    else:
-        empty = "" if separator else " (independent without conditioning)"
-        lines.append(f"  minimal separator: {{{', '.join(sorted(separator))}}}{empty}")
-    return "\n".join(lines)
-
-
 def _run_ci(args: argparse.Namespace) -> int:
     from ppdgm.graph.citest import check_independencies
+    from ppdgm.graph.explain import explain
     from ppdgm.graph.independence import Independence
 
     target = load_target(args.target)
@@ -102,33 +70,11 @@ def _run_ci(args: argparse.Namespace) -> int:
 
 
 def _run_blanket(args: argparse.Namespace) -> int:
+    from ppdgm.graph.explain import describe_blanket
+
     g = _graph(load_target(args.target))
     print(describe_blanket(g, args.variable))
     return 0
-
-
-def describe_blanket(g: DiscreteBN | nx.DiGraph, v: Hashable) -> str:
-    """A variable's Markov blanket, split into parents, children and co-parents."""
-    from ppdgm.bn.network import DiscreteBN
-    from ppdgm.graph.independence import markov_blanket
-
-    blanket = markov_blanket(g, v)
-    dag = g.dag if isinstance(g, DiscreteBN) else g
-    parents = set(dag.predecessors(v))
-    children = set(dag.successors(v))
-    spouses = blanket - parents - children
-
-    def listed(names: set[Hashable]) -> str:
-        return ", ".join(sorted(map(str, names))) or "-"
-
-    return "\n".join(
-        [
-            f"Markov blanket of {v} ({len(blanket)} variables): {listed(blanket)}",
-            f"  parents: {listed(parents)}",
-            f"  children: {listed(children)}",
-            f"  children's other parents: {listed(spouses)}",
-        ]
-    )
 
 
 def _run_render(args: argparse.Namespace) -> int:
@@ -187,38 +133,3 @@ def register(subparsers: Any) -> None:
     draw.add_argument("--given", default="", help="conditioning variable(s) to highlight")
     draw.add_argument("--blanket", default="", help="highlight this variable's Markov blanket")
     draw.set_defaults(run=_run_render)
-
-
-def demo_section(out_dir: Path) -> str:
-    """The independence part of ``ppdgm demo`` on the Asia network: d-separation answers, a
-    Markov blanket, an empirical check, and a highlighted drawing written into ``out_dir``.
-
-    Returns:
-        The text to print.
-    """
-    from ppdgm import bn as networks
-    from ppdgm.graph.citest import check_independencies
-    from ppdgm.graph.independence import Independence, active_trail
-    from ppdgm.graph.inspect import GraphvizNotFound, render
-
-    asia = networks.asia()
-    queries = [
-        (["asia"], ["smoke"], []),
-        (["xray"], ["dysp"], ["either"]),
-        (["tub"], ["lung"], ["either"]),
-        (["smoke"], ["dysp"], ["bronc"]),
-    ]
-    lines = ["Conditional independence in the Asia network (d-separation):"]
-    lines += ["  " + line for q in queries for line in explain(asia, *q).splitlines()]
-    lines += ["  " + line for line in describe_blanket(asia, "either").splitlines()]
-    statements = [Independence(*q) for q in queries]
-    lines.append("Empirical check on 20000 samples (small p: the data reject independence):")
-    lines += [f"  {r}" for r in check_independencies(asia, statements, num_samples=20000)]
-    trail = active_trail(asia, "smoke", "dysp", ["bronc"]) or []
-    highlight = {"x": ["smoke"], "y": ["dysp"], "given": ["bronc"], "trail": trail}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", GraphvizNotFound)
-        written = render(asia, Path(out_dir) / "asia-independence.svg", highlight=highlight)
-    lines += [f"  note: {w.message}" for w in caught]
-    lines.append(f"  drawing of smoke ⊥ dysp | bronc with its active trail: {written}")
-    return "\n".join(lines)

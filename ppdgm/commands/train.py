@@ -20,7 +20,7 @@ from typing import Any
 from ppdgm.commands import vae
 from ppdgm.commands._common import device, positive_int
 
-__all__ = ["demo_section", "register"]
+__all__ = ["register"]
 
 #: ``fit(precision=...)``'s values (kept here so that ``ppdgm --help`` does not import torch)
 PRECISIONS = ("32", "bf16-mixed")
@@ -332,9 +332,11 @@ def run_fit(args: argparse.Namespace) -> int:
             f"best validation {what} {result.best_valid_nll:.4f} nats ({bits:.4f} bits/dim) at "
             f"epoch {result.best_epoch}"
         )
+    from ppdgm.training.plots import save_vae_pictures
+
     files = list(result.files)
     if not source and label in vae.VAE_MODELS and result.history and valid is not None:
-        files += vae.save_pictures(model, valid[:2000], out, seed=args.seed)
+        files += save_vae_pictures(model, valid[:2000], out, seed=args.seed)
     print("wrote: " + ", ".join(str(p) for p in files))
     return 0
 
@@ -373,6 +375,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ppdgm.base import DENSITY, model_kind
     from ppdgm.batch import first_tensor, map_tensors, num_rows, select_rows
     from ppdgm.data import load_file
+    from ppdgm.infer.estimate import bounds, bounds_table
     from ppdgm.training.checkpoint import load_model, read_checkpoint
     from ppdgm.training.loop import evaluate
 
@@ -418,7 +421,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"  NLL {scores['nll']:.4f} nats per example, {scores['bits_per_dim']:.4f} bits/dim")
         return 0
     samples = vae.parse_sizes(args.samples, "--samples")
-    estimates, notes = vae.estimates(model, x, samples, rows_per_pass=args.batch_size)
+    estimates, notes = bounds(model, x, samples, rows_per_pass=args.batch_size)
     results = []
     for label, estimate in estimates.items():
         n = max(len(estimate), 1)
@@ -444,7 +447,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(report))
         return 0
     print(f"{title}; upper bounds on the NLL, in nats)")
-    print(vae.format_estimates(estimates, notes))
+    print(bounds_table(estimates, notes))
     return 0
 
 
@@ -452,61 +455,3 @@ def _numbers(nll: float, stderr: float, dim: int) -> dict[str, float | None]:
     # one draw has no spread to measure: JSON has no NaN, so None
     spread = stderr if math.isfinite(stderr) else None
     return {"nll": nll, "stderr": spread, "bits_per_dim": nll / (dim * math.log(2))}
-
-
-def demo_section(out_dir: Path) -> str:
-    """``ppdgm demo``'s section: a small NADE trained on the 8x8 digits for a few seconds, its
-    exact likelihood checked against its Pyro program, and a grid of samples."""
-    import torch
-
-    from ppdgm.data import load_digits
-    from ppdgm.infer.estimate import LogLikelihood
-    from ppdgm.models import NADE
-    from ppdgm.training.loop import evaluate, fit
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a small model: one thread is as fast and never waits on another
-    try:
-        train, valid = load_digits("train"), load_digits("valid")
-        torch.manual_seed(0)
-        nade = NADE(64, 32)
-        lines = [
-            nade.summary(),
-            f"{len(train):,} binarized 8x8 digits to train on, {len(valid)} to validate",
-        ]
-        before = evaluate(nade, valid)["nll"]
-        run = out_dir / "nade-digits"
-        result = fit(
-            nade,
-            train,
-            valid,
-            epochs=30,
-            batch_size=50,
-            lr=0.01,
-            max_seconds=4.0,
-            out_dir=run,
-            overwrite=True,
-            progress=False,
-            data={"name": "digits"},
-        )
-        after = evaluate(nade, valid)
-        lines.append(
-            f"{len(result.history)} epochs of Adam in {result.seconds:.1f} s: validation NLL "
-            f"{before:.2f} -> {after['nll']:.2f} nats per digit ({after['bits_per_dim']:.3f} "
-            "bits/pixel), exact"
-        )
-        exact = NADE(64, 32).double()
-        exact.load_state_dict(nade.state_dict())
-        rows = valid[:5]
-        with torch.no_grad():
-            own = exact.log_prob(rows)
-            traced = LogLikelihood(lambda x: exact.model(x), method="exact")(rows).log_prob
-        lines.append(
-            "the same numbers from its Pyro program (64 Bernoulli sites, the chain rule), in "
-            f"float64: largest difference {float((own - traced).abs().max()):.1e} over 5 digits"
-        )
-        lines.append(f"samples: {run / 'samples.png'}; curves: {run / 'learning_curves.png'}")
-        lines.append(f"try: ppdgm sample {run / 'best.pt'} -n 64 -o samples.png")
-    finally:
-        torch.set_num_threads(threads)
-    return "\n".join(lines)

@@ -49,6 +49,8 @@ __all__ = [
     "LowESSWarning",
     "ParetoKWarning",
     "UnreliableWeightsWarning",
+    "bounds",
+    "bounds_table",
     "comparison_table",
 ]
 
@@ -323,6 +325,57 @@ class LogLikelihood:
             stats.add(log_weights(*traces, layout, analytic_kl=self.analytic_kl))
         elbo, stderr = stats.result()
         return Estimate(elbo, stderr, None, "elbo", self.num_samples)
+
+
+def bounds(
+    model: Any, x: Any, samples: Sequence[int], rows_per_pass: int = 100
+) -> tuple[dict[str, Estimate], list[str]]:
+    """The ELBO (with the largest ``K`` of ``samples``) and the importance-weighted bounds with
+    each ``K`` of ``samples``, per row of ``x`` (a tensor, or a tuple or dict of tensors, see
+    :mod:`ppdgm.batch`), of a module with Pyro programs ``model`` and ``guide``, by label
+    (``"ELBO (K samples)"``, ``"IWAE K=k"``); and the labels whose importance weights were
+    flagged as unreliable (:class:`UnreliableWeightsWarning`, caught here).
+
+    Example:
+        >>> from ppdgm.models import VAE
+        >>> vae = VAE(6, 2, [8])
+        >>> found, notes = bounds(vae, torch.bernoulli(torch.full((5, 6), 0.5)), [1, 10])
+        >>> list(found)
+        ['ELBO (10 samples)', 'IWAE K=1', 'IWAE K=10']
+    """
+    from ppdgm.batch import as_arguments, check_rows, split_rows
+
+    check = getattr(model, "check", None)
+    x = check(x) if check is not None and isinstance(x, Tensor) else check_rows(x, "x")
+    found: dict[str, Estimate] = {}
+    methods = [("elbo", max(samples))] + [("importance", k) for k in samples]
+    notes = []
+    for method, k in methods:
+        estimator = LogLikelihood(model.model, model.guide, method=method, num_samples=k)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UnreliableWeightsWarning)
+            parts = []
+            for chunk in split_rows(x, rows_per_pass):
+                args, kwargs = as_arguments(chunk)
+                parts.append(estimator(*args, **kwargs))
+        label = f"ELBO ({k} samples)" if method == "elbo" else f"IWAE K={k}"
+        found[label] = Estimate.concat(parts)
+        if any(issubclass(w.category, UnreliableWeightsWarning) for w in caught):
+            notes.append(label)
+    return found, notes
+
+
+def bounds_table(found: Mapping[str, Estimate], notes: Sequence[str] = ()) -> str:
+    """The estimates of :func:`bounds` as :func:`comparison_table` prints them, with a note
+    on the unreliable ones."""
+    table = comparison_table(found)
+    if notes:
+        table += (
+            f"\nnote: unreliable importance weights (heavy-tailed, Pareto k above the threshold, "
+            f"or one sample carrying almost all the weight) for some rows in {', '.join(notes)}: "
+            "those estimates are unreliable; the guide's tails are too light for the posterior"
+        )
+    return table
 
 
 def comparison_table(estimates: Sequence[Estimate] | Mapping[str, Estimate]) -> str:

@@ -25,6 +25,7 @@ __all__ = [
     "save_learning_curves",
     "save_reconstructions",
     "save_sample_grid",
+    "save_vae_pictures",
 ]
 
 
@@ -190,3 +191,22 @@ def save_latent_map(
         axes.set_title(title)
     figure.tight_layout()
     return _save(figure, path)
+
+
+def save_vae_pictures(
+    model: Any, x: Tensor, out: Path, labels: Tensor | None = None, seed: int = 0
+) -> list[Path]:
+    """Samples, reconstructions of the first 32 rows of ``x`` and a 2-D latent map of ``x``
+    as PNG files in ``out``; returns their paths."""
+    name = type(model).__name__
+    x = model.check(x)
+    paths = [
+        save_sample_grid(picture_samples(model, 64, seed), out / "samples.png", title=name),
+        save_reconstructions(
+            x[:32], model.reconstruct(x[:32]), out / "reconstructions.png", title=name
+        ),
+    ]
+    z = model.encode(x)
+    if z.shape[1] >= 2:
+        paths.append(save_latent_map(z, out / "latent-map.png", labels=labels, title=name))
+    return paths

@@ -20,9 +20,10 @@ import graphviz
 import pandas as pd
 import torch
 
-from ppdgm.atomic import write_bytes_atomic
+from ppdgm.atomic import write_bytes_atomic, write_csv_atomic
 from ppdgm.bn import DiscreteBN, asia
-from ppdgm.commands._common import blank_cells, write_frame
+from ppdgm.bn.sampling import blank_cells
+from ppdgm.counting import network_summary
 
 __all__ = [
     "SECTIONS",
@@ -44,8 +45,6 @@ Section = Callable[[Path], None]
 
 def network_section(out_dir: Path) -> None:
     """The Asia network: structure and parameter counts."""
-    from ppdgm.commands.bn import network_summary
-
     print(network_summary(asia()))
 
 
@@ -125,7 +124,7 @@ def learning_section(out_dir: Path) -> None:
     truth = asia()
     rows = blank_cells(truth.sample(5_000, seed=3), 0.3, seed=4)
     data_path = out_dir / "asia-missing.csv"
-    write_frame(rows, data_path)
+    write_csv_atomic(rows, data_path)
     start = time.perf_counter()
     result = truth.fit(rows)
     seconds = time.perf_counter() - start
@@ -194,28 +193,28 @@ def graph_section(out_dir: Path) -> None:
 
 def independence_section(out_dir: Path) -> None:
     """Conditional independence: d-separation, a Markov blanket, and an empirical check."""
-    from ppdgm.commands.independence import demo_section
+    from ppdgm.demo.independence import demo_section
 
     print(demo_section(out_dir))
 
 
 def estimators_section(out_dir: Path) -> None:
     """Estimating log p(x): exact, importance sampling and the ELBO, side by side."""
-    from ppdgm._estimate_demo import demo_section
+    from ppdgm.demo.estimators import demo_section
 
     print(demo_section(out_dir))
 
 
 def autoregressive_section(out_dir: Path) -> None:
     """An autoregressive model: NADE trained on 8x8 digits for a few seconds, exact log p(x)."""
-    from ppdgm.commands.train import demo_section
+    from ppdgm.demo.autoregressive import demo_section
 
     print(demo_section(out_dir))
 
 
 def vae_section(out_dir: Path) -> None:
     """A VAE with an IAF guide trained by SVI on 8x8 digits for a few seconds, with its bounds."""
-    from ppdgm.commands.vae import demo_section
+    from ppdgm.demo.vae import demo_section
 
     print(demo_section(out_dir))
 
