@@ -410,7 +410,7 @@ def _batches(
 
 def _plan(bn: DiscreteBN, evidence: Sequence[str], keep: Sequence[str]) -> Plan:
     key = ("plan", frozenset(evidence), tuple(keep))
-    return bn._cached(key, lambda: elimination_plan(bn, evidence, keep))
+    return bn.derived.get(key, lambda: elimination_plan(bn, evidence, keep))
 
 
 def log_evidence(
@@ -422,7 +422,7 @@ def log_evidence(
     plan = _plan(bn, _observed_columns(bn, frame), ())
     out = [torch.zeros(0, dtype=torch.float64)]
     for _, size, lam in _batches(bn, frame, plan, chunk_size or plan.chunk_size()):
-        factor, log_scale = execute(plan, bn._cpts, lam, size)
+        factor, log_scale = execute(plan, bn.tables, lam, size)
         out.append(factor.log() + log_scale)
     return torch.cat(out)
 
@@ -454,7 +454,7 @@ def _posterior_kept(
     plan = _plan(bn, observed, (q,))
     out = [torch.zeros(0, bn.cardinalities[q], dtype=torch.float64)]
     for offset, size, lam in _batches(bn, frame, plan, chunk_size or plan.chunk_size()):
-        factor, _ = execute(plan, bn._cpts, lam, size)
+        factor, _ = execute(plan, bn.tables, lam, size)
         total = factor.sum(-1, keepdim=True)
         _check_positive(total.squeeze(-1), offset)
         out.append(factor / total)
@@ -475,7 +475,7 @@ def _posterior_by_gradient(
     for offset, size, lam in _batches(bn, frame, plan, rows):
         leaves = [lam[v].requires_grad_() for v in query]
         with torch.enable_grad():
-            factor, _ = execute(plan, bn._cpts, lam, size)
+            factor, _ = execute(plan, bn.tables, lam, size)
             _check_positive(factor.detach(), offset)
             grads = torch.autograd.grad(factor.log().sum(), leaves)
         for v, leaf, grad in zip(query, leaves, grads, strict=True):

@@ -53,7 +53,7 @@ def encode(
     codes = np.full((len(frame), len(bn.variables)), MISSING, dtype=dtype)
     for j, v in enumerate(bn.variables):
         if v in frame.columns:
-            index = bn._cached(("index", v), lambda v=v: pd.Index(list(bn.states[v])))
+            index = bn.derived.get(("index", v), lambda v=v: pd.Index(list(bn.states[v])))
             codes[:, j] = _encode_column(v, frame[v], index)
     return torch.from_numpy(codes)
 

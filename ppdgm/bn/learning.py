@@ -126,7 +126,7 @@ def prior_counts(
     bn: DiscreteBN, prior: Prior, pseudo_count: float = 1.0, equivalent_sample_size: float = 10.0
 ) -> dict[str, Tensor]:
     """The pseudo-counts ``alpha`` added to each table's counts for a prior."""
-    shapes = {v: bn._cpts[v].shape for v in bn.variables}
+    shapes = {v: bn.tables[v].shape for v in bn.variables}
     if prior == "none":
         return {v: torch.zeros(s, dtype=torch.float64) for v, s in shapes.items()}
     if prior == "dirichlet":
@@ -195,7 +195,7 @@ def _complete_case_counts(bn: DiscreteBN, codes: Tensor) -> dict[str, Tensor]:
         rows = codes[complete]
         card = len(bn.states[v])
         index = family_index(bn, rows, v, columns) * card + rows[:, columns[v]]
-        shape = bn._cpts[v].shape
+        shape = bn.tables[v].shape
         counts[v] = (
             torch.bincount(index, minlength=math.prod(shape)).to(torch.float64).reshape(shape)
         )
@@ -232,7 +232,7 @@ def _em(
     if init is not None:
         if init.dag.edges != template.dag.edges or dict(init.states) != dict(template.states):
             raise ValueError("init must have the structure and states of the network being fit")
-        tables = {v: init._cpts[v].clone() for v in template.variables}
+        tables = {v: init.tables[v].clone() for v in template.variables}
     else:
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         tables = {

@@ -19,7 +19,33 @@ from ppdgm.threads import work_threads
 if TYPE_CHECKING:
     from ppdgm.bn.learning import FitResult
 
-__all__ = ["CPT_TOLERANCE", "DiscreteBN"]
+__all__ = ["CPT_TOLERANCE", "DerivedTables", "DiscreteBN"]
+
+
+class DerivedTables:
+    """What the engine derives once from a network's tables and keeps with it: elimination
+    plans, log-tables, sampling CDFs, state indexes. A network cannot change, so nothing here
+    goes stale; a network made by :meth:`DiscreteBN.with_cpts` starts empty.
+
+    Example:
+        >>> derived = DerivedTables()
+        >>> derived.get(("twice", 2), lambda: 2 * 2), derived.get(("twice", 2), lambda: 0)
+        (4, 4)
+        >>> len(derived)
+        1
+    """
+
+    def __init__(self) -> None:
+        self._store: dict[Hashable, Any] = {}
+
+    def get(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """The value kept under ``key``, built by ``build()`` the first time."""
+        if key not in self._store:
+            self._store[key] = build()
+        return self._store[key]
+
+    def __len__(self) -> int:
+        return len(self._store)
 
 #: How far a CPT row may sum from one before it is rejected (BIF files round their numbers).
 CPT_TOLERANCE = 1e-6
@@ -122,7 +148,7 @@ class DiscreteBN:
         frozen.add_nodes_from(self._variables)
         frozen.add_edges_from((u, v) for v in self._variables for u in self._parents[v])
         self._dag = nx.freeze(frozen)
-        self._cache: dict[Any, Any] = {}
+        self.derived = DerivedTables()
 
     # ----------------------------------------------------------------------------- structure
     @property
@@ -149,6 +175,12 @@ class DiscreteBN:
         """The parents of ``variable``, in the order of its CPT's axes."""
         self._check_variable(variable)
         return self._parents[variable]
+
+    @property
+    def tables(self) -> Mapping[str, Tensor]:
+        """Every conditional probability table by variable, read-only and not copied (for the
+        engine's modules: :meth:`cpt` gives a copy to change)."""
+        return MappingProxyType(self._cpts)
 
     def cpt(self, variable: str) -> Tensor:
         """The conditional probability table of ``variable`` (float64, axes: parents, then it).
@@ -303,10 +335,6 @@ class DiscreteBN:
         tables = {v: cpts.get(v, self._cpts[v]) for v in self._variables}
         return DiscreteBN(self._dag, tables, self._states, parents=self._parents, name=self.name)
 
-    def _cached(self, key: Hashable, build: Callable[[], Any]) -> Any:
-        if key not in self._cache:
-            self._cache[key] = build()
-        return self._cache[key]
 
 
 def _as_table(variable: str, table: Any) -> Tensor:

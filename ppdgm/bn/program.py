@@ -95,7 +95,7 @@ def network_model(
     values: dict[str, Tensor] = {}
     with pyro.plate("data", rows):
         for j, v in enumerate(bn.variables):
-            table = bn._cached(("log_cpt", v), lambda v=v: bn._cpts[v].log())
+            table = bn.derived.get(("log_cpt", v), lambda v=v: bn.tables[v].log())
             parents = bn.parents(v)
             # logits, not probs: torch clamps zero probabilities to machine epsilon, and an
             # impossible row must have log-probability -inf, as bn.log_prob says

@@ -52,7 +52,7 @@ def sample_codes(
     drawn: dict[str, Tensor] = {}
     for v in bn.variables:
         card = len(bn.states[v])
-        cdf = bn._cached(("cdf", v), lambda v=v, card=card: _cdf(bn._cpts[v], card))
+        cdf = bn.derived.get(("cdf", v), lambda v=v, card=card: _cdf(bn.tables[v], card))
         u = torch.rand(n, dtype=torch.float64, generator=generator)
         if card == 1:
             drawn[v] = torch.zeros(n, dtype=torch.long)
