@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from ppdgm.base import registered_models
 from ppdgm.models.flows import IAF, MAF, NICE, RealNVP
 from ppdgm.models.fvsbn import FVSBN
 from ppdgm.models.made import MADE
@@ -25,20 +28,9 @@ __all__ = [
     "model_class",
 ]
 
-#: The zoo's models by their lower-case names, as the command line and checkpoints name them.
-MODELS: dict[str, type] = {
-    "fvsbn": FVSBN,
-    "nade": NADE,
-    "made": MADE,
-    "rnade": RNADE,
-    "vae": VAE,
-    "gmvae": GMVAE,
-    "hvae": HierarchicalVAE,
-    "nice": NICE,
-    "realnvp": RealNVP,
-    "maf": MAF,
-    "iaf": IAF,
-}
+#: The zoo's models by their lower-case names, as the command line and checkpoints name them:
+#: the registry the classes fill with ``@register_model`` (read-only).
+MODELS: Mapping[str, type] = registered_models()
 
 
 def model_class(name: str) -> type:

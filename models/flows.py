@@ -15,7 +15,7 @@ from pyro.distributions.transforms import ComposeTransformModule
 from torch import Tensor
 
 from ppdgm import flows
-from ppdgm.base import Model, check_data
+from ppdgm.base import Model, check_data, register_model
 from ppdgm.preprocess import Dequantization, Floor
 
 __all__ = ["IAF", "MAF", "NICE", "FlowModel", "RealNVP"]
@@ -53,6 +53,8 @@ class FlowModel(Model):
         preprocessing: the dequantization (and logit transform) of data on a grid; None:
             continuous data.
     """
+
+    family = "flow"
 
     def __init__(
         self,
@@ -203,6 +205,7 @@ class _Named(FlowModel):
         }
 
 
+@register_model("nice")
 class NICE(_Named):
     """NICE: additive coupling layers and a final diagonal scaling (see :func:`ppdgm.flows.nice`).
 
@@ -226,6 +229,7 @@ class NICE(_Named):
     factory = staticmethod(flows.nice)
 
 
+@register_model("realnvp")
 class RealNVP(_Named):
     """RealNVP: affine coupling layers alternating odd and even coordinates (see
     :func:`ppdgm.flows.real_nvp`).
@@ -246,6 +250,7 @@ class RealNVP(_Named):
     factory = staticmethod(flows.real_nvp)
 
 
+@register_model("maf")
 class MAF(_Named):
     """Masked autoregressive flow: ``log_prob`` in one pass per layer, sampling in ``d``
     (see :func:`ppdgm.flows.maf`).
@@ -266,6 +271,7 @@ class MAF(_Named):
     factory = staticmethod(flows.maf)
 
 
+@register_model("iaf")
 class IAF(_Named):
     """Inverse autoregressive flow: sampling in one pass per layer, ``log_prob`` of data in ``d``
     (see :func:`ppdgm.flows.iaf`).

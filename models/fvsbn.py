@@ -10,10 +10,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ppdgm.autoregressive import Autoregressive, Chain
+from ppdgm.base import register_model
 
 __all__ = ["FVSBN"]
 
 
+@register_model("fvsbn")
 class FVSBN(Autoregressive):
     r"""Fully visible sigmoid belief network over ``dim`` binary variables (Frey, 1998).
 

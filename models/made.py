@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from ppdgm._checks import check_int
 from ppdgm.autoregressive import Autoregressive, Chain, walk
-from ppdgm.base import seeded
+from ppdgm.base import register_model, seeded
 from ppdgm.nn import MaskedLinear, connectivity, made_degrees, made_masks
 
 __all__ = ["MADE", "ORDERINGS"]
@@ -25,6 +25,7 @@ __all__ = ["MADE", "ORDERINGS"]
 ORDERINGS = ("natural", "random", "agnostic")
 
 
+@register_model("made")
 class MADE(Autoregressive):
     r"""Masked autoencoder for distribution estimation over ``dim`` binary variables (Germain et
     al., 2015): a ReLU network whose masked weights make output ``i`` the logit of

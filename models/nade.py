@@ -11,10 +11,12 @@ from torch.nn import functional as F
 
 from ppdgm._checks import check_int
 from ppdgm.autoregressive import Autoregressive, Chain
+from ppdgm.base import register_model
 
 __all__ = ["NADE"]
 
 
+@register_model("nade")
 class NADE(Autoregressive):
     r"""Neural autoregressive density estimator over ``dim`` binary variables (Larochelle and
     Murray, 2011), in the natural order.

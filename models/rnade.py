@@ -10,10 +10,12 @@ from torch import Tensor, nn
 
 from ppdgm._checks import check_int
 from ppdgm.autoregressive import Autoregressive, Chain
+from ppdgm.base import register_model
 
 __all__ = ["RNADE"]
 
 
+@register_model("rnade")
 class RNADE(Autoregressive):
     r"""Real-valued neural autoregressive density estimator over ``dim`` continuous variables
     (Uria, Murray and Larochelle, 2013), in the natural order.

@@ -35,7 +35,7 @@ from torch.distributions import kl_divergence
 
 from ppdgm import flows
 from ppdgm._checks import check_int
-from ppdgm.base import Model, check_data, seeded
+from ppdgm.base import Model, check_data, register_model, seeded
 from ppdgm.nn import ACTIVATIONS, GaussianEncoder, mlp
 
 __all__ = ["GMVAE", "GUIDE_FLOWS", "LIKELIHOODS", "PRIOR_FLOWS", "VAE", "HierarchicalVAE"]
@@ -60,6 +60,8 @@ def _independent(base: dist.Distribution) -> dist.Distribution:
 
 class _LatentVariableModel(Model):
     """What the VAEs share: data checks, the observation model, sampling and the estimators."""
+
+    family = "vae"
 
     x_dim: int
     likelihood_name: str
@@ -119,6 +121,7 @@ class _LatentVariableModel(Model):
         raise NotImplementedError
 
 
+@register_model("vae")
 class VAE(_LatentVariableModel):
     r"""A variational autoencoder with an amortized guide, optionally with flows.
 
@@ -346,6 +349,7 @@ class VAE(_LatentVariableModel):
         return self.prior().sample((n,))
 
 
+@register_model("gmvae")
 class GMVAE(VAE):
     r"""A VAE whose prior is a uniform mixture of ``components`` diagonal Gaussians with learned
     means and scales (the CS236 GMVAE); ``log p(z)`` sums the mixture out exactly.
@@ -394,6 +398,7 @@ class GMVAE(VAE):
         return dist.MixtureSameFamily(weights, _normal(self.component_loc, scale))
 
 
+@register_model("hvae")
 class HierarchicalVAE(_LatentVariableModel):
     r"""A VAE with two stochastic layers (as in the IAF and IWAE papers' two-layer models):
 

@@ -73,6 +73,7 @@ class Autoregressive(PyroModule, Model):
     ``log_prob`` and ``_conditionals``.
     """
 
+    family = "autoregressive"
     binary: bool = True
     order: Tensor
     _config: dict[str, Any]

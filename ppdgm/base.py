@@ -21,9 +21,11 @@ dequantized flow) trains by maximum likelihood unless an SVI objective is asked 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from types import MappingProxyType
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
@@ -43,6 +45,9 @@ __all__ = [
     "check_data",
     "log_prob_is_exact",
     "model_kind",
+    "register_model",
+    "registered_models",
+    "registered_name",
     "seeded",
     "values_checked",
 ]
@@ -202,6 +207,41 @@ def seeded(seed: int | None) -> Iterator[None]:
         yield
 
 
+#: the zoo's models by lower-case name, filled by :func:`register_model` as their modules load
+_REGISTRY: dict[str, type[Model]] = {}
+
+
+def register_model(name: str) -> Any:
+    """A class decorator: ``@register_model("nade")`` adds the class to the zoo's registry under
+    ``name`` (the name the command line and checkpoints use) and sets its ``zoo_name``."""
+
+    def decorate(cls: type[Model]) -> type[Model]:
+        cls.zoo_name = name
+        known = _REGISTRY.setdefault(name, cls)
+        if known is not cls and _where(known) != _where(cls):
+            raise ValueError(f"two zoo models are called {name!r}: {_where(known)}, {_where(cls)}")
+        return cls  # the same file loaded twice (a doctest runner) keeps the first
+
+    return decorate
+
+
+def _where(cls: type) -> str:
+    return f"{getattr(sys.modules.get(cls.__module__), '__file__', '?')}:{cls.__qualname__}"
+
+
+def registered_models() -> Mapping[str, type[Model]]:
+    """The registry, read-only: every zoo model by name (as :mod:`ppdgm.models` registers them;
+    import it first)."""
+    return MappingProxyType(_REGISTRY)
+
+
+def registered_name(model: Any) -> str | None:
+    """The zoo name of ``model``'s class when it is registered (not a subclass of one); None
+    for any other module."""
+    name = getattr(type(model), "zoo_name", None)
+    return name if name is not None and _REGISTRY.get(name) is type(model) else None
+
+
 class Model(nn.Module):
     """What the zoo's models share on top of the contract: their constructor's arguments
     (``config``, from which checkpoints and the command line rebuild them), ``dtype``,
@@ -214,6 +254,10 @@ class Model(nn.Module):
     #: the constructor's arguments, set by each subclass's ``__init__``; None: none to rebuild
     #: from (a model around parts of the user's own)
     _config: dict[str, Any] | None = None
+    #: the name the registry knows the class by (:func:`register_model`); None: not registered
+    zoo_name: str | None = None
+    #: the family the command line builds it as: ``"autoregressive"``, ``"vae"`` or ``"flow"``
+    family: str = ""
 
     @property
     def config(self) -> dict[str, Any]:

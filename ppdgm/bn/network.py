@@ -47,6 +47,7 @@ class DerivedTables:
     def __len__(self) -> int:
         return len(self._store)
 
+
 #: How far a CPT row may sum from one before it is rejected (BIF files round their numbers).
 CPT_TOLERANCE = 1e-6
 
@@ -334,7 +335,6 @@ class DiscreteBN:
         """A network with the same structure and states and some tables replaced."""
         tables = {v: cpts.get(v, self._cpts[v]) for v in self._variables}
         return DiscreteBN(self._dag, tables, self._states, parents=self._parents, name=self.name)
-
 
 
 def _as_table(variable: str, table: Any) -> Tensor:

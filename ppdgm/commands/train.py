@@ -25,9 +25,6 @@ __all__ = ["register"]
 #: ``fit(precision=...)``'s values (kept here so that ``ppdgm --help`` does not import torch)
 PRECISIONS = ("32", "bf16-mixed")
 
-#: the zoo's flows, trained on dequantized data
-FLOWS = ("nice", "realnvp", "maf", "iaf")
-
 
 def register(subparsers: Any) -> None:
     """Adds ``ppdgm fit``, ``ppdgm sample`` and ``ppdgm evaluate`` to the ``ppdgm`` parser."""
@@ -210,13 +207,13 @@ def _split_of(data: dict[str, Any], split: str, data_dir: str | None) -> Any:
 
 
 def _describe(model: Any) -> str:
-    from ppdgm.models import MODELS
+    from ppdgm.base import registered_name
 
     summary = getattr(model, "summary", None)
     if callable(summary):
         return summary()
     count = sum(p.numel() for p in model.parameters())
-    own = "" if type(model) in MODELS.values() else " (your own module)"
+    own = "" if registered_name(model) else " (your own module)"
     return f"{type(model).__name__}{own}: {count:,} parameters"
 
 
@@ -228,10 +225,10 @@ def _build_zoo(args: argparse.Namespace, name: str, dim: int) -> Any:
     """
     from ppdgm.models import FVSBN, MADE, NADE, model_class
 
-    if name in vae.VAE_MODELS:
-        return vae.build_vae(name, dim, args)
     cls = model_class(name)
-    if name in FLOWS:
+    if cls.family == "vae":
+        return vae.build_vae(name, dim, args)
+    if cls.family == "flow":
         hidden = _sizes(args.hidden or "64,64")
         levels = args.levels
         alpha = args.logit_alpha if levels is not None else None
@@ -267,17 +264,18 @@ def run_fit(args: argparse.Namespace) -> int:
     from ppdgm.training.loop import fit, retain_freed_memory
 
     source = _is_source(args.model)
+    family = ""
     if source:
         kwargs = _parse_kwargs(args.kwargs)
         label = Path(args.model.rpartition(":")[0]).stem
     else:
         if args.kwargs is not None:
             raise ValueError("--kwargs is for your own model, FILE.py:NAME")
-        model_class(args.model)  # an unknown name fails before the data are read
+        family = model_class(args.model).family  # an unknown name fails before the data
         label = args.model.lower()
     data_name = args.data
     args.levels = None
-    if not source and label in FLOWS:
+    if not source and family == "flow":
         data_name, args.levels = _flow_data(data_name)
     retain_freed_memory()
     train, valid, data = _load_data(args, data_name)
@@ -335,7 +333,7 @@ def run_fit(args: argparse.Namespace) -> int:
     from ppdgm.training.plots import save_vae_pictures
 
     files = list(result.files)
-    if not source and label in vae.VAE_MODELS and result.history and valid is not None:
+    if not source and family == "vae" and result.history and valid is not None:
         files += save_vae_pictures(model, valid[:2000], out, seed=args.seed)
     print("wrote: " + ", ".join(str(p) for p in files))
     return 0

@@ -13,15 +13,11 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "VAE_MODELS",
     "add_fit_arguments",
     "build_vae",
     "objective",
     "parse_sizes",
 ]
-
-#: The command line's names of the VAEs.
-VAE_MODELS = ("vae", "gmvae", "hvae")
 
 
 def add_fit_arguments(fit: argparse.ArgumentParser) -> None:

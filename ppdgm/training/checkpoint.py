@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ppdgm.atomic import atomic_path
+from ppdgm.base import registered_name
 from ppdgm.batch import Batch
 from ppdgm.infer.params import load_program_params, program_params
 from ppdgm.source import build_from_source, source_of
@@ -59,12 +60,10 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
     ``{}``, ``dtype`` and ``source`` (``file``, ``name``, ``kwargs``, ``sha256`` when
     :func:`ppdgm.source.load_source` built it, else None).
     """
-    from ppdgm.models import MODELS
-
     first = next(iter(model.parameters()), None)
     dtype = str(first.dtype if first is not None else torch.get_default_dtype())
     dtype = dtype.removeprefix("torch.")
-    name = next((n for n, cls in MODELS.items() if type(model) is cls), None)
+    name = registered_name(model)
     if name is not None:
         try:
             return {"name": name, "config": model.config, "dtype": dtype}
