@@ -14,7 +14,7 @@ import torch
 from pyro.distributions.transforms import ComposeTransformModule
 from torch import Tensor
 
-from ppdgm import flows
+from ppdgm import transforms
 from ppdgm.base import Model, check_data, register_model
 from ppdgm.preprocess import Dequantization, Floor
 
@@ -26,7 +26,7 @@ MAX_SAMPLING_ROUNDS = 100
 
 class FlowModel(Model):
     r"""A density model ``x = f(z)``, ``z ~ N(0, I)``, for a flow ``f`` in the sampling direction
-    (as :mod:`ppdgm.flows` builds them), optionally on dequantized data.
+    (as :mod:`ppdgm.transforms` builds them), optionally on dequantized data.
 
     Continuous data: ``log_prob`` is exact, and ``model(x)`` is the Pyro program
     ``pyro.plate("data")`` over the rows of ``x`` around one observed site ``x`` whose
@@ -176,13 +176,14 @@ class FlowModel(Model):
 
 
 class _Named(FlowModel):
-    # the zoo's flows: a factory of ppdgm.flows and plain-data arguments (a checkpoint's config)
+    # the zoo's flows: a factory of ppdgm.transforms and plain-data arguments (a checkpoint's
+    # config)
     factory: ClassVar[Callable[..., ComposeTransformModule]]
 
     def __init__(
         self,
         dim: int,
-        hidden_dims: Sequence[int] = flows.HIDDEN_DIMS,
+        hidden_dims: Sequence[int] = transforms.HIDDEN_DIMS,
         num_layers: int = 4,
         *,
         levels: int | None = None,
@@ -207,7 +208,8 @@ class _Named(FlowModel):
 
 @register_model("nice")
 class NICE(_Named):
-    """NICE: additive coupling layers and a final diagonal scaling (see :func:`ppdgm.flows.nice`).
+    """NICE: additive coupling layers and a final diagonal scaling (see
+    :func:`ppdgm.transforms.nice`).
 
     Arguments:
         dim: the dimension ``d >= 2``.
@@ -226,13 +228,13 @@ class NICE(_Named):
         (True, torch.Size([3]))
     """
 
-    factory = staticmethod(flows.nice)
+    factory = staticmethod(transforms.nice)
 
 
 @register_model("realnvp")
 class RealNVP(_Named):
     """RealNVP: affine coupling layers alternating odd and even coordinates (see
-    :func:`ppdgm.flows.real_nvp`).
+    :func:`ppdgm.transforms.real_nvp`).
 
     Arguments:
         dim: the dimension ``d >= 2``.
@@ -247,13 +249,13 @@ class RealNVP(_Named):
         (torch.Size([3]), torch.Size([4, 2]))
     """
 
-    factory = staticmethod(flows.real_nvp)
+    factory = staticmethod(transforms.real_nvp)
 
 
 @register_model("maf")
 class MAF(_Named):
     """Masked autoregressive flow: ``log_prob`` in one pass per layer, sampling in ``d``
-    (see :func:`ppdgm.flows.maf`).
+    (see :func:`ppdgm.transforms.maf`).
 
     Arguments:
         dim: the dimension ``d``.
@@ -268,13 +270,13 @@ class MAF(_Named):
         (torch.Size([3]), torch.Size([4, 2]))
     """
 
-    factory = staticmethod(flows.maf)
+    factory = staticmethod(transforms.maf)
 
 
 @register_model("iaf")
 class IAF(_Named):
     """Inverse autoregressive flow: sampling in one pass per layer, ``log_prob`` of data in ``d``
-    (see :func:`ppdgm.flows.iaf`).
+    (see :func:`ppdgm.transforms.iaf`).
 
     Arguments:
         dim: the dimension ``d``.
@@ -289,4 +291,4 @@ class IAF(_Named):
         (torch.Size([3]), torch.Size([4, 2]))
     """
 
-    factory = staticmethod(flows.iaf)
+    factory = staticmethod(transforms.iaf)

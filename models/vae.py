@@ -33,7 +33,7 @@ from pyro.distributions.torch_transform import TransformModule
 from torch import Tensor, nn
 from torch.distributions import kl_divergence
 
-from ppdgm import flows
+from ppdgm import transforms
 from ppdgm._checks import check_int
 from ppdgm.base import Model, check_data, register_model, seeded
 from ppdgm.nn import ACTIVATIONS, GaussianEncoder, mlp
@@ -43,10 +43,11 @@ __all__ = ["GMVAE", "GUIDE_FLOWS", "LIKELIHOODS", "PRIOR_FLOWS", "VAE", "Hierarc
 #: Observation models: Bernoulli logits for binary data, a Gaussian with a learned scale per
 #: dimension for real data.
 LIKELIHOODS = ("bernoulli", "gaussian")
-#: Guide flows by name (:func:`ppdgm.flows.conditional_flow`).
-GUIDE_FLOWS = tuple(flows.CONDITIONAL_FLOWS)
+#: Guide flows by name: the flow factories that take a context
+#: (:data:`ppdgm.transforms.CONDITIONAL`).
+GUIDE_FLOWS = transforms.CONDITIONAL
 #: Prior flows by name: flows whose density direction is one pass, as scoring guide samples needs.
-PRIOR_FLOWS = {"maf": flows.maf, "real_nvp": flows.real_nvp}
+PRIOR_FLOWS = {"maf": transforms.maf, "real_nvp": transforms.real_nvp}
 
 
 def _normal(loc: Tensor, scale: Tensor) -> dist.Distribution:
@@ -134,7 +135,7 @@ class VAE(_LatentVariableModel):
             scale per dimension).
         guide_flow: None (mean-field Gaussian guide) or one of :data:`GUIDE_FLOWS`: the guide's
             Gaussian pushed through that flow conditioned on a context from the encoder; or a
-            :class:`~ppdgm.flows.ConditionalFlow` of your own (not checkpointable by name).
+            :class:`~ppdgm.transforms.ConditionalFlow` of your own (not checkpointable by name).
         prior_flow: None (``N(0, I)``) or one of :data:`PRIOR_FLOWS`: a learned prior, the
             standard Normal pushed through that flow; or a transform module of your own on
             ``[z_dim]``.
@@ -160,7 +161,7 @@ class VAE(_LatentVariableModel):
         z_dim: int,
         hidden_dims: Sequence[int] = (300, 300),
         likelihood: str = "bernoulli",
-        guide_flow: str | flows.ConditionalFlow | None = None,
+        guide_flow: str | transforms.ConditionalFlow | None = None,
         prior_flow: str | TransformModule | None = None,
         *,
         activation: str = "elu",
@@ -207,11 +208,11 @@ class VAE(_LatentVariableModel):
 
     def _make_guide_flow(
         self,
-        guide_flow: str | flows.ConditionalFlow | None,
+        guide_flow: str | transforms.ConditionalFlow | None,
         context_dim: int | None,
         hidden: list[int],
         layers: int,
-    ) -> flows.ConditionalFlow | None:
+    ) -> transforms.ConditionalFlow | None:
         if guide_flow is None:
             return None
         if isinstance(guide_flow, str):
@@ -220,10 +221,12 @@ class VAE(_LatentVariableModel):
                     f"unknown guide_flow {guide_flow!r}; choose one of {', '.join(GUIDE_FLOWS)}"
                 )
             context = max(16, 2 * self.z_dim) if context_dim is None else context_dim
-            return flows.conditional_flow(guide_flow, self.z_dim, context, hidden, layers)
-        if not isinstance(guide_flow, flows.ConditionalFlow):
+            return transforms.FLOWS[guide_flow](
+                self.z_dim, hidden_dims=hidden, num_layers=layers, context_dim=context
+            )
+        if not isinstance(guide_flow, transforms.ConditionalFlow):
             raise ValueError(
-                "guide_flow must be a name or a ppdgm.flows.ConditionalFlow (a guide flow is "
+                "guide_flow must be a name or a ppdgm.transforms.ConditionalFlow (a guide flow is "
                 f"conditioned on the encoder's context), got {type(guide_flow).__name__}"
             )
         if guide_flow.dim != self.z_dim:
@@ -371,7 +374,7 @@ class GMVAE(VAE):
         z_dim: int,
         hidden_dims: Sequence[int] = (300, 300),
         likelihood: str = "bernoulli",
-        guide_flow: str | flows.ConditionalFlow | None = None,
+        guide_flow: str | transforms.ConditionalFlow | None = None,
         components: int = 10,
         **kwargs: Any,
     ) -> None:

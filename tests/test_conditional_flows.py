@@ -9,16 +9,16 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from ppdgm.flows import CONDITIONAL_FLOWS, ConditionalFlow, conditional_flow
+from ppdgm.transforms import CONDITIONAL, FLOWS, ConditionalFlow, maf
 
 DIM, CONTEXT = 3, 4
-KINDS = list(CONDITIONAL_FLOWS)
+KINDS = list(CONDITIONAL)
 INVERTIBLE = ["iaf", "real_nvp"]
 
 
 def make(kind: str, dim: int = DIM, seed: int = 1) -> ConditionalFlow:
     torch.manual_seed(seed)
-    flow = conditional_flow(kind, dim, CONTEXT, [8], num_layers=3).double()
+    flow = FLOWS[kind](dim, hidden_dims=[8], num_layers=3, context_dim=CONTEXT).double()
     with torch.no_grad():  # away from the (often identity) initialization
         for p in flow.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -82,7 +82,7 @@ def test_state_dict_round_trip(kind: str) -> None:
     buffer = io.BytesIO()
     torch.save(flow.state_dict(), buffer)
     buffer.seek(0)
-    fresh = conditional_flow(kind, DIM, CONTEXT, [8], num_layers=3).double()
+    fresh = FLOWS[kind](DIM, hidden_dims=[8], num_layers=3, context_dim=CONTEXT).double()
     fresh.load_state_dict(torch.load(buffer, weights_only=True))
     x, context = inputs()
     assert torch.equal(fresh.condition(context)(x), flow.condition(context)(x))
@@ -117,9 +117,12 @@ def test_iaf_jacobian_is_triangular_in_each_layers_order() -> None:
 
 
 def test_bad_settings() -> None:
-    with pytest.raises(ValueError, match="unknown conditional flow 'maf'"):
-        conditional_flow("maf", 2, 4)
+    assert "maf" not in CONDITIONAL  # MAF's one-pass direction is scoring, not sampling
+    with pytest.raises(TypeError, match="context_dim"):
+        maf(2, context_dim=4)
     with pytest.raises(ValueError, match="context_dim must be a positive integer"):
-        conditional_flow("iaf", 2, 0)
+        FLOWS["iaf"](2, context_dim=0)
     with pytest.raises(ValueError, match="dim must be an integer >= 2"):
-        conditional_flow("real_nvp", 1, 4)
+        FLOWS["real_nvp"](1, context_dim=4)
+    with pytest.raises(ValueError, match="no stable parametrization"):
+        FLOWS["iaf"](2, stable=True, context_dim=4)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ppdgm import flows
 from ppdgm.models import IAF, MAF, RealNVP
 from ppdgm.training.distill import distill, reverse_kl
+from ppdgm.transforms import autoregressive
 
 GRID = torch.linspace(-7.0, 7.0, 281, dtype=torch.float64)
 
@@ -65,7 +65,7 @@ def test_each_step_is_one_pass_of_each_flow(monkeypatch: pytest.MonkeyPatch) -> 
     def sequential(*args: object) -> None:
         raise AssertionError("a d-pass inversion ran")
 
-    monkeypatch.setattr(flows._AffineAutoregressive, "_inverse", sequential)
+    monkeypatch.setattr(autoregressive._AffineAutoregressive, "_inverse", sequential)
     distill(teacher, student, steps=3, num_samples=32, progress=False)
     assert passes == {"teacher": 3 * 2, "student": 3 * 2}  # one MADE pass per layer and step
 

@@ -1,4 +1,4 @@
-"""Tests of ppdgm.flows and the flow density models: every flow, in float64."""
+"""Tests of ppdgm.transforms and the flow density models: every flow, in float64."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pyro import poutine
 from pyro.distributions.transforms import AffineAutoregressive, ComposeTransformModule
 from torch.autograd.functional import jacobian
 
-from ppdgm import flows
+from ppdgm import transforms as flows
 from ppdgm.base import seeded
 from ppdgm.estimate import LogLikelihood
 from ppdgm.inspect import dependency_graph

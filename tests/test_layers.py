@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("base", ["ppdgm", "ppdgm._checks", "ppdgm.atomic", "ppdgm.batch", "ppdgm.base", "ppdgm.data",
               "ppdgm.nn", "ppdgm.threads", "ppdgm.counting", "ppdgm.source"]),
-    ("transforms", ["ppdgm.flows", "ppdgm.preprocess", "ppdgm.autoregressive"]),
+    ("transforms", ["ppdgm.transforms", "ppdgm.preprocess", "ppdgm.autoregressive"]),
     ("inference, graphs, networks", ["ppdgm.infer", "ppdgm.estimate", "ppdgm.svi", "ppdgm.graph",
                                      "ppdgm.independence", "ppdgm.inspect", "ppdgm.bn"]),
     ("zoo", ["ppdgm.models"]),

@@ -13,11 +13,11 @@ from pyro.infer import Trace_ELBO
 
 from ppdgm.checkpoint import load_model
 from ppdgm.estimate import LogLikelihood, UnreliableWeightsWarning
-from ppdgm.flows import conditional_flow
 from ppdgm.inspect import dependency_graph
 from ppdgm.models import GMVAE, VAE, HierarchicalVAE
 from ppdgm.svi import SVIObjective
 from ppdgm.train import evaluate, fit
+from ppdgm.transforms import iaf, planar
 
 pytestmark = pytest.mark.usefixtures("float64", "one_thread")
 
@@ -349,19 +349,19 @@ def test_bad_input_gets_clear_errors() -> None:
     with pytest.raises(ValueError, match="unknown prior_flow 'planar'"):
         VAE(6, 2, prior_flow="planar")
     with pytest.raises(ValueError, match="guide flow transforms 3-dimensional vectors, but z_dim"):
-        VAE(6, 2, guide_flow=conditional_flow("iaf", 3, 4, [8]))
-    from ppdgm.flows import maf
+        VAE(6, 2, guide_flow=iaf(3, [8], context_dim=4))
+    from ppdgm.transforms import maf
 
     with pytest.raises(ValueError, match="prior flow does not accept z of dimension 2"):
         VAE(6, 2, prior_flow=maf(3, [8]))
     with pytest.raises(ValueError, match="needs a context of size 4"):
-        conditional_flow("iaf", 2, 4, [8]).condition(None)
+        iaf(2, [8], context_dim=4).condition(None)
     with pytest.raises(ValueError, match="context must have size 4"):
-        conditional_flow("planar", 2, 4, [8]).condition(torch.zeros(3, 5))
-    with pytest.raises(ValueError, match=r"a ppdgm\.flows\.ConditionalFlow"):
+        planar(2, context_dim=4, hidden_dims=[8]).condition(torch.zeros(3, 5))
+    with pytest.raises(ValueError, match=r"a ppdgm\.transforms\.ConditionalFlow"):
         VAE(6, 2, guide_flow=maf(2, [8]))
     with pytest.raises(ValueError, match="cannot be rebuilt from its config"):
-        _ = VAE(6, 2, guide_flow=conditional_flow("iaf", 2, 4, [8])).config
+        _ = VAE(6, 2, guide_flow=iaf(2, [8], context_dim=4)).config
     with pytest.raises(ValueError, match="takes no prior_flow"):
         GMVAE(6, 2, prior_flow="maf")
     with pytest.raises(ValueError, match="two latent sizes"):
