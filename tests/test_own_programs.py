@@ -382,3 +382,44 @@ def test_a_program_file_that_is_gone_or_changed(tmp_path: Path, capsys) -> None:
     assert "--kwargs must be a JSON object" in capsys.readouterr().err
     assert main(["fit", f"{OWN}:PlainVAE", "--kwargs", '{"depth": 3}']) == 2
     assert "PlainVAE(**{'depth': 3}) failed" in capsys.readouterr().err
+
+
+def test_a_killed_command_line_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    """``python -m ppdgm fit FILE.py:NAME`` killed (SIGKILL) once a checkpoint exists, then
+    resumed: the same parameters as a run that was never killed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    kwargs = json.dumps({"x_dim": 64, "z_dim": 2, "hidden": 64})
+    common = ["fit", f"{OWN}:PlainVAE", "--kwargs", kwargs, "--batch-size", "20"]
+    common += ["--no-progress", "--seed", "3"]
+    run = tmp_path / "killed"
+    env = {**os.environ, "PPDGM_THREADS": "1"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "ppdgm", *common, "--epochs", "500", "--out", str(run)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "last.pt").exists():
+            assert child.poll() is None, child.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint within two minutes"
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+        child.stderr.close()
+    done = read_checkpoint(run / "last.pt")["epoch"]
+    assert 1 <= done < 500  # a kill during a write may leave last.pt.tmp; the next write replaces it
+    assert main([*common, "--epochs", str(done + 1), "--out", str(run), "--resume"]) == 0
+    assert main([*common, "--epochs", str(done + 1), "--out", str(tmp_path / "straight")]) == 0
+    resumed, _ = load_model(run / "last.pt")
+    straight, _ = load_model(tmp_path / "straight" / "last.pt")
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
