@@ -416,7 +416,7 @@ def test_a_killed_command_line_run_resumes_to_the_uninterrupted_result(tmp_path:
         child.wait(timeout=30)
         child.stderr.close()
     done = read_checkpoint(run / "last.pt")["epoch"]
-    assert 1 <= done < 500  # a kill during a write may leave last.pt.tmp; the next write replaces it
+    assert 1 <= done < 500  # a kill in a write may leave last.pt.tmp; the next write replaces it
     assert main([*common, "--epochs", str(done + 1), "--out", str(run), "--resume"]) == 0
     assert main([*common, "--epochs", str(done + 1), "--out", str(tmp_path / "straight")]) == 0
     resumed, _ = load_model(run / "last.pt")
