@@ -423,3 +423,31 @@ def test_a_killed_command_line_run_resumes_to_the_uninterrupted_result(tmp_path:
     straight, _ = load_model(tmp_path / "straight" / "last.pt")
     for name, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+def test_labelled_rows_from_a_file_reach_the_model_on_the_command_line(
+    tmp_path: Path, capsys
+) -> None:
+    import numpy as np
+
+    gen = np.random.default_rng(5)
+    y = gen.integers(0, 3, 150)
+    x = np.array([[0.0, 3.0], [-2.0, 1.0], [4.0, -1.0]])[y] + gen.normal(size=(150, 2))
+    np.savez(tmp_path / "train.npz", x=x[:120], y=y[:120])
+    np.savez(tmp_path / "valid.npz", x=x[120:], y=y[120:])
+    args = ["fit", f"{OWN}:ClassConditional", "--data", str(tmp_path / "train.npz")]
+    args += ["--valid-data", str(tmp_path / "valid.npz"), "--epochs", "40", "--lr", "0.1"]
+    assert main([*args, "--batch-size", "30", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    model, _ = load_model(tmp_path / "run")
+    rows = (torch.as_tensor(x[120:], dtype=torch.float64), torch.as_tensor(y[120:]))
+    with torch.no_grad():
+        exact = -float(model.log_prob(rows[0].float(), rows[1]).mean())
+    assert report["bound"] == "exact" and report["nll"] == pytest.approx(exact, rel=1e-6)
+    per_class = torch.stack([torch.as_tensor(x[:120][y[:120] == k]).mean(0) for k in range(3)])
+    torch.testing.assert_close(model.means.detach().double(), per_class, atol=0.1, rtol=0)
+    # a model without sample(n) cannot draw pictures: said so, not a traceback
+    assert main(["sample", str(tmp_path / "run"), "-o", str(tmp_path / "s.png")]) == 2
+    assert "ClassConditional has no sample(n) method" in capsys.readouterr().err
