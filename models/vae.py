@@ -115,9 +115,6 @@ class _LatentVariableModel(Model):
             z = self._sample_latent(n)
             return self._mean(z) if mean else self.likelihood(z).sample()
 
-    def _sample(self, n: int) -> Tensor:
-        return self.likelihood(self._sample_latent(n)).sample()
-
     def _sample_latent(self, n: int) -> Tensor:
         raise NotImplementedError
 
