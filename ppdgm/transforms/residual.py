@@ -43,15 +43,9 @@ def planar(
         >>> planar(2, 2, context_dim=3).condition(torch.zeros(4, 3))(torch.randn(4, 2)).shape
         torch.Size([4, 2])
     """
-    hidden = check_flow(dim, num_layers, hidden_dims)
-    if context_dim is None:
-        return ComposeTransformModule([Planar(dim) for _ in range(num_layers)])
-    check_int("context_dim", context_dim)
-    layers = [
-        ConditionalPlanar(DenseNN(context_dim, hidden, param_dims=[1, dim, dim]))
-        for _ in range(num_layers)
-    ]
-    return ConditionalFlow(dim, context_dim, layers)
+    return _residual(
+        Planar, ConditionalPlanar, [1, dim, dim], dim, num_layers, context_dim, hidden_dims
+    )
 
 
 def radial(
@@ -74,12 +68,27 @@ def radial(
         >>> radial(2, num_layers=3)(torch.randn(4, 2)).shape
         torch.Size([4, 2])
     """
+    return _residual(
+        Radial, ConditionalRadial, [dim, 1, 1], dim, num_layers, context_dim, hidden_dims
+    )
+
+
+def _residual(
+    plain: type,
+    conditional: type,
+    param_dims: list[int],
+    dim: int,
+    num_layers: int,
+    context_dim: int | None,
+    hidden_dims: Sequence[int],
+) -> ComposeTransformModule | ConditionalFlow:
+    """``num_layers`` layers of ``plain(dim)``, or of ``conditional`` on an MLP from the context
+    to the layer's parameters (``param_dims``) when ``context_dim`` is given."""
     hidden = check_flow(dim, num_layers, hidden_dims)
     if context_dim is None:
-        return ComposeTransformModule([Radial(dim) for _ in range(num_layers)])
+        return ComposeTransformModule([plain(dim) for _ in range(num_layers)])
     check_int("context_dim", context_dim)
     layers = [
-        ConditionalRadial(DenseNN(context_dim, hidden, param_dims=[dim, 1, 1]))
-        for _ in range(num_layers)
+        conditional(DenseNN(context_dim, hidden, param_dims=param_dims)) for _ in range(num_layers)
     ]
     return ConditionalFlow(dim, context_dim, layers)
