@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pyro
@@ -17,6 +18,7 @@ from torch import Tensor
 from ppdgm import transforms
 from ppdgm.base import Model, check_data, register_model
 from ppdgm.preprocess import Dequantization, Floor
+from ppdgm.settings import from_data, setting
 
 __all__ = ["IAF", "MAF", "NICE", "FlowModel", "RealNVP"]
 
@@ -180,6 +182,23 @@ class _Named(FlowModel):
     # config)
     factory: ClassVar[Callable[..., ComposeTransformModule]]
 
+    @dataclass(frozen=True)
+    class Config:
+        """A flow's settings (see the class)."""
+
+        dim: int = from_data()
+        hidden_dims: tuple[int, ...] = setting(
+            transforms.HIDDEN_DIMS, "widths of each layer's networks", flag="--hidden"
+        )
+        num_layers: int = setting(4, "flow layers", flag="--flow-layers")
+        levels: int | None = from_data()
+        logit_alpha: float | None = setting(
+            None,
+            "alpha of the logit transform after dequantization (dequantized data only)",
+            parse=float,
+            flag_default=0.05,
+        )
+
     def __init__(
         self,
         dim: int,
@@ -197,13 +216,13 @@ class _Named(FlowModel):
         pre = None if levels is None else Dequantization(levels, logit_alpha)
         hidden = list(hidden_dims)
         super().__init__(dim, type(self).factory(dim, hidden, num_layers), pre)
-        self._config = {
-            "dim": dim,
-            "hidden_dims": hidden,
-            "num_layers": num_layers,
-            "levels": levels,
-            "logit_alpha": logit_alpha,
-        }
+        self._record(
+            dim=dim,
+            hidden_dims=hidden,
+            num_layers=num_layers,
+            levels=levels,
+            logit_alpha=logit_alpha,
+        )
 
 
 @register_model("nice")

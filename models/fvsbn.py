@@ -3,6 +3,7 @@ r"""The fully visible sigmoid belief network: one logistic regression per variab
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from pyro.distributions import Bernoulli
@@ -11,6 +12,7 @@ from torch.nn import functional as F
 
 from ppdgm.autoregressive import Autoregressive, Chain
 from ppdgm.base import register_model
+from ppdgm.settings import from_data
 
 __all__ = ["FVSBN"]
 
@@ -44,9 +46,15 @@ class FVSBN(Autoregressive):
     mask: Tensor
     _formula = "n(n+1)/2"
 
+    @dataclass(frozen=True)
+    class Config:
+        """FVSBN's settings: its size, which the data decide."""
+
+        dim: int = from_data()
+
     def __init__(self, dim: int) -> None:
         super().__init__(dim)
-        self._config = {"dim": dim}
+        self._record(dim=dim)
         bound = 1.0 / math.sqrt(dim)
         self.weight = nn.Parameter(torch.empty(dim, dim).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.zeros(dim))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pyro
@@ -17,6 +18,7 @@ from ppdgm._checks import check_int
 from ppdgm.autoregressive import Autoregressive, Chain, walk
 from ppdgm.base import register_model, seeded
 from ppdgm.nn import MaskedLinear, connectivity, made_degrees, made_masks
+from ppdgm.settings import from_data, setting
 
 __all__ = ["MADE", "ORDERINGS"]
 
@@ -74,10 +76,23 @@ class MADE(Autoregressive):
     orders: Tensor
     _formula = "unmasked weights + biases"
 
+    @dataclass(frozen=True)
+    class Config:
+        """MADE's settings (see the class)."""
+
+        dim: int = from_data()
+        hidden_dims: tuple[int, ...] = setting((500,), "hidden widths", flag="--hidden")
+        num_masks: int = setting(1, "masks of the ensemble K", metavar="K")
+        ordering: str = setting("natural", "the variables' ordering: natural, random or agnostic")
+        seed: int = setting(
+            0, "seed of the orderings and hidden degrees", flag="--mask-seed", parse=int
+        )
+        direct: bool = setting(False, "direct input-to-output connections")
+
     def __init__(
         self,
         dim: int,
-        hidden_dims: int | Sequence[int],
+        hidden_dims: int | Sequence[int] = (500,),
         num_masks: int = 1,
         *,
         ordering: str = "natural",
@@ -95,15 +110,14 @@ class MADE(Autoregressive):
             raise ValueError(f"unknown ordering {ordering!r}; choose one of {', '.join(ORDERINGS)}")
         if not isinstance(direct, bool):
             raise ValueError(f"direct must be True or False, got {direct!r}")
-        self._config = {
-            "dim": dim,
-            "hidden_dims": hidden,
-            "num_masks": num_masks,
-            "ordering": ordering,
-            "seed": seed,
-        }
-        if direct:  # kept only when set, so that earlier checkpoints' configs stay as they were
-            self._config["direct"] = True
+        self._record(
+            dim=dim,
+            hidden_dims=hidden,
+            num_masks=num_masks,
+            ordering=ordering,
+            seed=seed,
+            direct=direct,
+        )
         self.num_masks = num_masks
         generator = torch.Generator().manual_seed(seed)
         shared = torch.randperm(dim, generator=generator)
@@ -154,7 +168,7 @@ class MADE(Autoregressive):
             if saved is not None and not torch.equal(saved.to(mine), mine):  # False for shapes
                 error_msgs.append(
                     f"{prefix}{name}: the saved masks are not those that seed "
-                    f"{self._config['seed']} draws for this configuration"
+                    f"{self.settings.seed} draws for this configuration"
                 )
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs

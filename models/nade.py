@@ -3,6 +3,7 @@ r"""The neural autoregressive density estimator: tied weights, ``O(nd)`` paramet
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from pyro.distributions import Bernoulli
@@ -12,6 +13,7 @@ from torch.nn import functional as F
 from ppdgm._checks import check_int
 from ppdgm.autoregressive import Autoregressive, Chain
 from ppdgm.base import register_model
+from ppdgm.settings import from_data, setting
 
 __all__ = ["NADE"]
 
@@ -50,10 +52,17 @@ class NADE(Autoregressive):
 
     _formula = "2nd + n"
 
-    def __init__(self, dim: int, hidden_dim: int) -> None:
+    @dataclass(frozen=True)
+    class Config:
+        """NADE's settings (see the class)."""
+
+        dim: int = from_data()
+        hidden_dim: int = setting(500, "hidden units d", flag="--hidden", metavar="D")
+
+    def __init__(self, dim: int, hidden_dim: int = 500) -> None:
         super().__init__(dim)
         check_int("hidden_dim", hidden_dim)
-        self._config = {"dim": dim, "hidden_dim": hidden_dim}
+        self._record(dim=dim, hidden_dim=hidden_dim)
         self.hidden_dim = hidden_dim
         self.W = nn.Parameter(torch.randn(hidden_dim, dim) / math.sqrt(dim))
         self.c = nn.Parameter(torch.zeros(hidden_dim))

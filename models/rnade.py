@@ -3,6 +3,7 @@ r"""The real-valued NADE: mixture-of-Gaussians conditionals for continuous data.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pyro.distributions as dist
 import torch
@@ -11,6 +12,7 @@ from torch import Tensor, nn
 from ppdgm._checks import check_int
 from ppdgm.autoregressive import Autoregressive, Chain
 from ppdgm.base import register_model
+from ppdgm.settings import from_data, setting
 
 __all__ = ["RNADE"]
 
@@ -50,11 +52,19 @@ class RNADE(Autoregressive):
     binary = False
     _formula = "nd + 3nC(d + 1)"
 
+    @dataclass(frozen=True)
+    class Config:
+        """RNADE's settings (see the class)."""
+
+        dim: int = from_data()
+        hidden_dim: int = setting(32, "hidden units d", flag="--hidden", metavar="D")
+        components: int = setting(5, "Gaussians per conditional", metavar="C")
+
     def __init__(self, dim: int, hidden_dim: int = 32, components: int = 5) -> None:
         super().__init__(dim)
         for name, value in (("hidden_dim", hidden_dim), ("components", components)):
             check_int(name, value)
-        self._config = {"dim": dim, "hidden_dim": hidden_dim, "components": components}
+        self._record(dim=dim, hidden_dim=hidden_dim, components=components)
         self.hidden_dim, self.components = hidden_dim, components
         self.W = nn.Parameter(torch.randn(hidden_dim, dim) / math.sqrt(dim))
         self.c = nn.Parameter(torch.zeros(hidden_dim))

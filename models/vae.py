@@ -22,8 +22,10 @@ stochastic layers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pyro
@@ -37,6 +39,7 @@ from ppdgm import transforms
 from ppdgm._checks import check_int
 from ppdgm.base import Model, check_data, register_model, seeded
 from ppdgm.nn import ACTIVATIONS, GaussianEncoder, mlp
+from ppdgm.settings import from_data, python_only, setting, size_lists, sizes
 
 __all__ = ["GMVAE", "GUIDE_FLOWS", "LIKELIHOODS", "PRIOR_FLOWS", "VAE", "HierarchicalVAE"]
 
@@ -48,6 +51,34 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 GUIDE_FLOWS = transforms.CONDITIONAL
 #: Prior flows by name: flows whose density direction is one pass, as scoring guide samples needs.
 PRIOR_FLOWS = {"maf": transforms.maf, "real_nvp": transforms.real_nvp}
+#: a flow's name in the settings when it is a module of the user's own (not rebuildable)
+CUSTOM = "custom"
+
+
+# the settings the VAEs share (their Config fields)
+def _likelihood() -> Any:
+    return setting("bernoulli", f"the observation model: {' or '.join(LIKELIHOODS)}")
+
+
+def _activation(default: str) -> Any:
+    return setting(default, "the networks' activation: elu, relu, tanh or softplus")
+
+
+def _guide_flow() -> Any:
+    return setting(None, f"a flow on the guide: {', '.join(GUIDE_FLOWS)}")
+
+
+def _flow_layers() -> Any:
+    return setting(2, "layers of each flow")
+
+
+def _flow_hidden() -> Any:
+    return setting(
+        None,
+        "widths of each flow layer's networks (none: max(32, 4 z))",
+        flag="--flow-hidden",
+        parse=sizes,
+    )
 
 
 def _normal(loc: Tensor, scale: Tensor) -> dist.Distribution:
@@ -152,10 +183,27 @@ class VAE(_LatentVariableModel):
         (torch.Size([5]), torch.Size([4, 6]))
     """
 
+    @dataclass(frozen=True)
+    class Config:
+        """The VAE's settings (see the class)."""
+
+        x_dim: int = from_data()
+        z_dim: int = setting(10, "latent size", metavar="Z")
+        hidden_dims: tuple[int, ...] = setting(
+            (300, 300), "the encoder's widths (the decoder mirrors them)", flag="--hidden"
+        )
+        likelihood: str = _likelihood()
+        guide_flow: str | None = _guide_flow()
+        prior_flow: str | None = setting(None, f"a flow on the prior: {', '.join(PRIOR_FLOWS)}")
+        activation: str = _activation("elu")
+        flow_layers: int = _flow_layers()
+        flow_hidden_dims: tuple[int, ...] | None = _flow_hidden()
+        context_dim: int | None = python_only()
+
     def __init__(
         self,
         x_dim: int,
-        z_dim: int,
+        z_dim: int = 10,
         hidden_dims: Sequence[int] = (300, 300),
         likelihood: str = "bernoulli",
         guide_flow: str | transforms.ConditionalFlow | None = None,
@@ -176,25 +224,23 @@ class VAE(_LatentVariableModel):
         self._init_likelihood(x_dim, likelihood)
         flow_hidden = list(flow_hidden_dims or [max(32, 4 * z_dim)])
 
-        def named(flow: object) -> object:
-            return flow if flow is None or isinstance(flow, str) else "custom"
+        def named(flow: object) -> object:  # a module of the user's own has no name
+            return flow if flow is None or isinstance(flow, str) else CUSTOM
 
-        self._config: dict[str, Any] = {
+        values = {
             "x_dim": x_dim,
             "z_dim": z_dim,
             "hidden_dims": hidden,
             "likelihood": likelihood,
-            "guide_flow": guide_flow
-            if guide_flow is None or isinstance(guide_flow, str)
-            else "custom",
-            "prior_flow": prior_flow
-            if prior_flow is None or isinstance(prior_flow, str)
-            else "custom",
+            "guide_flow": named(guide_flow),
+            "prior_flow": named(prior_flow),
             "activation": activation,
             "flow_layers": flow_layers,
             "flow_hidden_dims": flow_hidden,
             "context_dim": context_dim,
         }
+        own = {f.name for f in dataclasses.fields(self.Config)}  # a GMVAE has no prior_flow
+        self._record(**{k: v for k, v in values.items() if k in own})
         self.guide_flow = self._make_guide_flow(guide_flow, context_dim, flow_hidden, flow_layers)
         context = self.guide_flow.context_dim if self.guide_flow is not None else 0
         self.encoder = GaussianEncoder(x_dim, z_dim, hidden, activation, context_dim=context)
@@ -267,28 +313,28 @@ class VAE(_LatentVariableModel):
         Raises:
             ValueError: for a VAE with a flow module of its own, which a name cannot rebuild.
         """
-        if "custom" in (self._config["guide_flow"], self._config.get("prior_flow")):
+        if CUSTOM in (self.settings.guide_flow, getattr(self.settings, "prior_flow", None)):
             raise ValueError(
                 "a VAE with a flow module of its own cannot be rebuilt from its config; "
                 "save its state_dict and rebuild it in code"
             )
-        return dict(self._config)
+        return super().config
 
     def _describe(self) -> list[str]:
-        c = self._config
-        widths = [str(h) for h in c["hidden_dims"]]
+        c = self.settings
+        widths = [str(h) for h in c.hidden_dims]
         encoder = "-".join([str(self.x_dim), *widths, str(2 * self.z_dim)])
         decoder = "-".join([str(self.z_dim), *reversed(widths), str(self.x_dim)])
-        flow = c["guide_flow"]
+        flow = c.guide_flow
         guide = "diagonal Gaussian (mean-field)" if flow is None else f"Gaussian + {flow} flow"
         return [
             f"{type(self).__name__}: x {self.x_dim}, z {self.z_dim}; encoder {encoder}, "
-            f"decoder {decoder} ({c['activation']}); {self.likelihood_name} likelihood",
+            f"decoder {decoder} ({c.activation}); {self.likelihood_name} likelihood",
             f"  guide: {guide}; prior: {self._prior_name()}",
         ]
 
     def _prior_name(self) -> str:
-        flow = self._config.get("prior_flow")
+        flow = self.settings.prior_flow
         return "N(0, I)" if flow is None else f"N(0, I) + {flow} flow"
 
     # -- the distributions -------------------------------------------------------------------
@@ -357,7 +403,7 @@ class GMVAE(VAE):
     Arguments:
         x_dim, z_dim, hidden_dims, likelihood, guide_flow: as for :class:`VAE`.
         components: the number of mixture components.
-        **kwargs: ``activation``, ``flow_layers``, ``flow_hidden_dims``, ``context_dim``.
+        activation, flow_layers, flow_hidden_dims, context_dim: as for :class:`VAE`.
 
     Example:
         >>> gmvae = GMVAE(6, 2, [16], components=3)
@@ -365,22 +411,55 @@ class GMVAE(VAE):
         torch.Size([4])
     """
 
+    @dataclass(frozen=True)
+    class Config:
+        """The GMVAE's settings (see the class)."""
+
+        x_dim: int = from_data()
+        z_dim: int = setting(10, "latent size", metavar="Z")
+        hidden_dims: tuple[int, ...] = setting(
+            (300, 300), "the encoder's widths (the decoder mirrors them)", flag="--hidden"
+        )
+        likelihood: str = _likelihood()
+        guide_flow: str | None = _guide_flow()
+        components: int = setting(10, "Gaussians of the prior's mixture", metavar="K")
+        activation: str = _activation("elu")
+        flow_layers: int = _flow_layers()
+        flow_hidden_dims: tuple[int, ...] | None = _flow_hidden()
+        context_dim: int | None = python_only()
+
     def __init__(
         self,
         x_dim: int,
-        z_dim: int,
+        z_dim: int = 10,
         hidden_dims: Sequence[int] = (300, 300),
         likelihood: str = "bernoulli",
         guide_flow: str | transforms.ConditionalFlow | None = None,
         components: int = 10,
-        **kwargs: Any,
+        *,
+        activation: str = "elu",
+        flow_layers: int = 2,
+        flow_hidden_dims: Sequence[int] | None = None,
+        context_dim: int | None = None,
+        **rejected: Any,
     ) -> None:
-        if kwargs.pop("prior_flow", None) is not None:
+        if "prior_flow" in rejected:
             raise ValueError("GMVAE's prior is a mixture of Gaussians; it takes no prior_flow")
-        super().__init__(x_dim, z_dim, hidden_dims, likelihood, guide_flow, **kwargs)
+        if rejected:
+            raise TypeError(f"GMVAE got unexpected arguments {sorted(rejected)}")
         k = check_int("components", components)
-        self._config.pop("prior_flow")
-        self._config["components"] = k
+        super().__init__(
+            x_dim,
+            z_dim,
+            hidden_dims,
+            likelihood,
+            guide_flow,
+            activation=activation,
+            flow_layers=flow_layers,
+            flow_hidden_dims=flow_hidden_dims,
+            context_dim=context_dim,
+        )
+        self._record(components=k)
         self.component_loc = nn.Parameter(torch.randn(k, z_dim) / math.sqrt(k * z_dim))
         self.component_raw_scale = nn.Parameter(torch.full((k, z_dim), math.log(math.e - 1)))
 
@@ -388,7 +467,7 @@ class GMVAE(VAE):
         return False
 
     def _prior_name(self) -> str:
-        return f"uniform mixture of {self._config['components']} Gaussians"
+        return f"uniform mixture of {self.settings.components} Gaussians"
 
     def prior(self) -> dist.Distribution:
         """The mixture ``p(z) = (1/K) sum_k N(z; mu_k, diag sigma_k^2)``, event ``[z_dim]``."""
@@ -424,6 +503,28 @@ class HierarchicalVAE(_LatentVariableModel):
         torch.Size([])
     """
 
+    @dataclass(frozen=True)
+    class Config:
+        """The hierarchical VAE's settings (see the class)."""
+
+        x_dim: int = from_data()
+        z_dims: tuple[int, int] = setting(
+            (100, 50),
+            "the two latent sizes",
+            flag="--z-dim",
+            parse=lambda t: sizes(t, 2),
+            metavar="Z1,Z2",
+        )
+        hidden_dims: tuple[tuple[int, ...], tuple[int, ...]] = setting(
+            ((200, 200), (100, 100)),
+            "widths between x and z1, and between z1 and z2",
+            flag="--hidden",
+            parse=lambda t: size_lists(t, 2),
+            metavar="W,..:W,..",
+        )
+        likelihood: str = _likelihood()
+        activation: str = _activation("tanh")
+
     def __init__(
         self,
         x_dim: int,
@@ -443,13 +544,13 @@ class HierarchicalVAE(_LatentVariableModel):
         h1, h2 = ([check_int("hidden_dims", h) for h in hs] for hs in hidden_dims)
         self._init_likelihood(x_dim, likelihood)
         self.z_dims = (z1, z2)
-        self._config = {
-            "x_dim": x_dim,
-            "z_dims": [z1, z2],
-            "hidden_dims": [h1, h2],
-            "likelihood": likelihood,
-            "activation": activation,
-        }
+        self._record(
+            x_dim=x_dim,
+            z_dims=(z1, z2),
+            hidden_dims=(tuple(h1), tuple(h2)),
+            likelihood=likelihood,
+            activation=activation,
+        )
         self.encoder1 = GaussianEncoder(x_dim, z1, h1, activation)
         self.encoder2 = GaussianEncoder(z1, z2, h2, activation)
         self.decoder2 = GaussianEncoder(z2, z1, list(reversed(h2)), activation)
@@ -458,10 +559,10 @@ class HierarchicalVAE(_LatentVariableModel):
         self.register_buffer("prior_scale", torch.ones(z2))
 
     def _describe(self) -> list[str]:
-        (z1, z2), (h1, h2) = self.z_dims, self.config["hidden_dims"]
+        (z1, z2), (h1, h2) = self.z_dims, self.settings.hidden_dims
         return [
             f"HierarchicalVAE: x {self.x_dim}, z1 {z1}, z2 {z2}; widths x-z1 {h1}, z1-z2 {h2} "
-            f"({self.config['activation']}); {self.likelihood_name} likelihood",
+            f"({self.settings.activation}); {self.likelihood_name} likelihood",
             "  model z2 -> z1 -> x, guide q(z1 | x) q(z2 | z1); prior on z2: N(0, I)",
         ]
 

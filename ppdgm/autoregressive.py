@@ -69,14 +69,13 @@ class Autoregressive(PyroModule, Model):
     """Base of the autoregressive models: ``sample`` and ``model`` from ``_conditionals``.
 
     Subclasses set :attr:`dim`, :attr:`binary` and the buffer ``order`` (a permutation, the
-    variable at each step), store their constructor's arguments in ``_config``, and define
+    variable at each step), record their constructor's arguments (``_record``), and define
     ``log_prob`` and ``_conditionals``.
     """
 
     family = "autoregressive"
     binary: bool = True
     order: Tensor
-    _config: dict[str, Any]
     _formula: str = ""
 
     def __init__(self, dim: int) -> None:
@@ -147,8 +146,8 @@ class Autoregressive(PyroModule, Model):
         return "\n".join(lines)
 
     def _name(self) -> str:
-        arguments = ", ".join(f"{k}={v!r}" for k, v in self._config.items())
+        arguments = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
         return f"{type(self).__name__}({arguments})"
 
     def extra_repr(self) -> str:
-        return f"{', '.join(f'{k}={v!r}' for k, v in self._config.items())}"
+        return ", ".join(f"{k}={v!r}" for k, v in self.config.items())

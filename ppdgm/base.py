@@ -20,18 +20,20 @@ dequantized flow) trains by maximum likelihood unless an SVI objective is asked 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from ppdgm._checks import ContractError, check_int
+from ppdgm.settings import config_from, plain
 
 __all__ = [
     "DENSITY",
@@ -251,27 +253,51 @@ class Model(nn.Module):
     :func:`model_kind`.
     """
 
-    #: the constructor's arguments, set by each subclass's ``__init__``; None: none to rebuild
-    #: from (a model around parts of the user's own)
-    _config: dict[str, Any] | None = None
+    #: the model's settings (:mod:`ppdgm.settings`): a frozen dataclass whose fields are the
+    #: constructor's arguments; the command line's flags and the checkpoints' config derive
+    #: from it
+    Config: ClassVar[type]
+    #: the settings this model was built with (:meth:`_record`); None: none to rebuild from (a
+    #: model around parts of the user's own)
+    settings: Any = None
     #: the name the registry knows the class by (:func:`register_model`); None: not registered
     zoo_name: str | None = None
     #: the family the command line builds it as: ``"autoregressive"``, ``"vae"`` or ``"flow"``
     family: str = ""
 
+    def _record(self, **values: Any) -> None:
+        """Keeps the constructor's arguments as the class's ``Config`` (updating the settings
+        recorded so far, so that a subclass can add its own)."""
+        if self.settings is not None:
+            values = {**plain(self.settings), **values}
+        self.settings = type(self).Config(**values)
+
     @property
     def config(self) -> dict[str, Any]:
-        """The constructor's arguments: ``type(m)(**m.config)`` builds the same architecture.
+        """The constructor's arguments as plain data (lists for sizes): ``type(m)(**m.config)``
+        builds the same architecture; checkpoints record it.
 
         Raises:
             ValueError: for a model built around parts that plain data cannot describe.
         """
-        if self._config is None:
+        if self.settings is None:
             raise ValueError(
                 f"this {type(self).__name__} was built around parts of your own, which no "
                 "config can rebuild; save its state_dict and rebuild it in code"
             )
-        return dict(self._config)
+        return plain(self.settings)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | Any) -> Model:
+        """The model of ``config``: a ``Config`` instance, or the plain settings a checkpoint
+        saved (checked: a setting the class does not have is named).
+
+        Raises:
+            ValueError: for settings of another model or version, or values the class rejects.
+        """
+        if not isinstance(config, cls.Config):
+            config = config_from(cls.Config, config, cls.zoo_name or cls.__name__)
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
 
     @property
     def dtype(self) -> torch.dtype:

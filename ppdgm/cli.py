@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status (2 with a message for bad input)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # a zoo model's own flags (ppdgm.settings) are known once MODEL is: the command parses them
+    args, extras = parser.parse_known_args(argv)
+    if extras and not getattr(args, "takes_settings", False):
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    args.extras = extras
     before = os.environ.get(THREADS_ENV)
     if args.threads is not None:  # the policy reads it (ppdgm.threads); so do child processes
         os.environ[THREADS_ENV] = str(args.threads)

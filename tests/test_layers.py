@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: bottom to top; a module belongs to the longest prefix that names it
 LAYERS = [
     ("base", ["ppdgm", "ppdgm._checks", "ppdgm.atomic", "ppdgm.batch", "ppdgm.base", "ppdgm.data",
-              "ppdgm.nn", "ppdgm.threads", "ppdgm.counting", "ppdgm.source"]),
+              "ppdgm.nn", "ppdgm.threads", "ppdgm.counting", "ppdgm.source", "ppdgm.settings"]),
     ("transforms", ["ppdgm.transforms", "ppdgm.preprocess", "ppdgm.autoregressive"]),
     ("inference, graphs, networks", ["ppdgm.infer", "ppdgm.estimate", "ppdgm.svi", "ppdgm.graph",
                                      "ppdgm.independence", "ppdgm.inspect", "ppdgm.bn"]),

@@ -97,12 +97,14 @@ def test_fit_hierarchical_and_mixture_vaes(tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["fit", "gmvae", "--prior-flow", "maf"], "drop --prior-flow"),
+        (["fit", "gmvae", "--prior-flow", "maf"], "--prior-flow is not a setting of gmvae"),
         (["fit", "vae", "--guide-flow", "maf"], "unknown guide_flow 'maf'"),
         (["fit", "vae", "--loss", "kl"], "unknown loss 'kl'"),
-        (["fit", "vae", "--z-dim", "2,3"], "--z-dim takes one size"),
-        (["fit", "hvae", "--z-dim", "4"], "hvae takes --z-dim z1,z2"),
+        (["fit", "vae", "--z-dim", "2,3"], "--z-dim takes one positive integer, got '2,3' (vae)"),
+        (["fit", "hvae", "--z-dim", "4"], "--z-dim takes 2 comma-separated positive integers"),
+        (["fit", "hvae", "--hidden", "8,8"], "--hidden takes 2 lists of widths separated by ':'"),
         (["fit", "vae", "--hidden", "a,b"], "--hidden takes comma-separated positive integers"),
+        (["fit", "vae", "--components", "3"], "(a setting of gmvae, rnade); drop --components"),
         (["fit", "vae", "--likelihood", "gaussian", "--data", "digits"], None),
     ],
 )

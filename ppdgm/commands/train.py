@@ -6,6 +6,11 @@ dequantized data) or ``FILE.py:NAME``, a class or factory of the user's own that
 module with ``log_prob`` or with Pyro programs ``model`` and ``guide`` (:mod:`ppdgm.base`),
 built with ``--kwargs``. Checkpoints record how to build the model again, so ``evaluate`` and
 ``sample`` take a checkpoint or a run folder and nothing else.
+
+A zoo model's own flags come from its ``Config`` (:mod:`ppdgm.settings`): ``ppdgm`` parses the
+flags every model shares, and ``fit`` parses the rest with the named model's flags
+(``ppdgm fit made --help`` lists them), so that no flag means one thing for one model and
+another for the next, and a new zoo model needs no code here.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ppdgm.commands import vae
 from ppdgm.commands._common import device, positive_int
+from ppdgm.settings import add_flags, flags, from_flags, sizes
 
 __all__ = ["register"]
 
@@ -35,11 +40,16 @@ def register(subparsers: Any) -> None:
         "function returning a torch module with log_prob, or with Pyro programs model and "
         "guide), with Adam, validating every epoch; checkpoints, metrics.jsonl and pictures "
         "go to --out. Density models train by maximum likelihood, programs by SVI.",
+        epilog="Each zoo model has settings of its own: ppdgm fit MODEL --help lists them.",
+        add_help=False,  # --help waits for MODEL, whose settings it lists
+        allow_abbrev=False,  # a model's flags are parsed after these: no prefix may take one
     )
+    fit.add_argument("-h", "--help", action="store_true", help="show this help and exit")
     fit.add_argument(
         "model",
         metavar="MODEL",
-        help="fvsbn, nade, made, vae, gmvae, hvae, nice, realnvp, maf, iaf, or FILE.py:NAME",
+        nargs="?",
+        help="fvsbn, nade, made, rnade, vae, gmvae, hvae, nice, realnvp, maf, iaf, or FILE.py:NAME",
     )
     fit.add_argument("--kwargs", help="FILE.py:NAME: its keyword arguments as a JSON object ({})")
     fit.add_argument(
@@ -63,22 +73,6 @@ def register(subparsers: Any) -> None:
         help="of the training steps; bf16-mixed: bfloat16 matrix products (32)",
     )
     fit.add_argument("--patience", type=positive_int, help="early stopping after N bad epochs")
-    fit.add_argument(
-        "--hidden",
-        help="hidden units: NADE's d, MADE's widths as a comma-separated list (500); a VAE's "
-        "encoder widths (300,300; hvae: 200,200:100,100); a flow's coupling widths (64,64)",
-    )
-    fit.add_argument("--num-masks", type=positive_int, default=1, help="MADE's masks (1)")
-    fit.add_argument("--ordering", default="natural", help="MADE: natural, random or agnostic")
-    fit.add_argument(
-        "--direct", action="store_true", help="MADE: direct input-to-output connections"
-    )
-    fit.add_argument(
-        "--logit-alpha",
-        type=float,
-        default=0.05,
-        help="flows: alpha of the logit transform after dequantization (0.05)",
-    )
     fit.add_argument("--seed", type=int, default=0, help="seed of the weights and shuffles (0)")
     fit.add_argument("--train-rows", type=positive_int, help="use only the first N training rows")
     fit.add_argument("--valid-rows", type=positive_int, help="validate on the first N rows")
@@ -93,8 +87,13 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--resume", action="store_true", help="continue the run in --out")
     fit.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     fit.add_argument("--no-progress", action="store_true", help="no progress bar")
-    vae.add_fit_arguments(fit)
-    fit.set_defaults(run=run_fit)
+    svi = fit.add_argument_group("models with model and guide, trained by SVI")
+    svi.add_argument("--loss", help="elbo, meanfield or iwae (elbo)")
+    svi.add_argument("--particles", type=positive_int, default=1, help="samples per row (1)")
+    svi.add_argument(
+        "--anneal-steps", type=int, default=0, help="steps of KL warm-up from 0 to 1 (0: none)"
+    )
+    fit.set_defaults(run=run_fit, parser=fit, takes_settings=True)
 
     sample = subparsers.add_parser(
         "sample",
@@ -217,40 +216,70 @@ def _describe(model: Any) -> str:
     return f"{type(model).__name__}{own}: {count:,} parameters"
 
 
-def _build_zoo(args: argparse.Namespace, name: str, dim: int) -> Any:
-    """The zoo model ``name`` for ``dim`` variables with the command line's settings.
+def _settings_parser(cls: type, name: str) -> argparse.ArgumentParser:
+    """The parser of the zoo model ``cls``'s own flags (from its ``Config``)."""
+    parser = argparse.ArgumentParser(prog=f"ppdgm fit {name}", add_help=False, allow_abbrev=False)
+    add_flags(parser.add_argument_group(f"{name}'s settings"), cls.Config)
+    return parser
+
+
+def _show_help(args: argparse.Namespace) -> int:
+    """``ppdgm fit [MODEL] --help``: the shared flags, and MODEL's own when it is a zoo name."""
+    from ppdgm.models import model_class
+
+    parser = args.parser
+    if args.model and not _is_source(args.model):
+        cls = model_class(args.model)
+        group = parser.add_argument_group(
+            f"{cls.zoo_name}'s settings",
+            "its size comes from the data" + ("" if flags(cls.Config) else "; nothing else"),
+        )
+        add_flags(group, cls.Config)
+    parser.print_help()
+    return 0
+
+
+def _model_settings(args: argparse.Namespace, cls: type) -> argparse.Namespace:
+    """Parses the flags left over by ``ppdgm``'s parser as the settings of ``cls``.
 
     Raises:
-        ValueError: for an unknown model, a malformed ``--hidden``, or settings it rejects.
+        ValueError: for a flag the model does not have, naming the models that do.
     """
-    from ppdgm.models import FVSBN, MADE, NADE, model_class
+    from ppdgm.models import MODELS
 
-    cls = model_class(name)
-    if cls.family == "vae":
-        return vae.build_vae(name, dim, args)
-    if cls.family == "flow":
-        hidden = _sizes(args.hidden or "64,64")
-        levels = args.levels
-        alpha = args.logit_alpha if levels is not None else None
-        layers = args.flow_layers or 4
-        return cls(dim, hidden, layers, levels=levels, logit_alpha=alpha)
-    widths = _sizes(args.hidden or "500")
-    if cls is FVSBN:
-        return FVSBN(dim)
-    if cls is NADE:
-        if len(widths) != 1:
-            raise ValueError(f"NADE has one hidden layer; --hidden {args.hidden!r} gives several")
-        return NADE(dim, widths[0])
-    if cls is MADE:
-        return MADE(dim, widths, args.num_masks, ordering=args.ordering, direct=args.direct)
-    raise ValueError(
-        f"{cls.__name__} models continuous data and has no command-line settings; train it "
-        "with ppdgm.train.fit, or write it into a file and run ppdgm fit FILE.py:NAME"
-    )
+    name = cls.zoo_name
+    mine, rest = _settings_parser(cls, name).parse_known_args(args.extras)
+    unknown = [a.split("=")[0] for a in rest if a.startswith("-")]
+    if rest:
+        flag = unknown[0] if unknown else rest[0]
+        others = sorted(n for n, c in MODELS.items() if flag in flags(c.Config).values())
+        own = ", ".join(flags(cls.Config).values()) or "none"
+        where = f" (a setting of {', '.join(others)})" if others else ""
+        raise ValueError(
+            f"{flag} is not a setting of {name}{where}; drop {flag}. {name}'s settings: {own}"
+            if unknown
+            else f"unexpected {' '.join(rest)!r}; {name}'s settings: {own}"
+        )
+    return mine
 
 
-def _sizes(text: str) -> list[int]:
-    return vae.parse_sizes(text, "--hidden")
+def _build_zoo(cls: Any, flags_of_model: argparse.Namespace, dim: int, levels: int | None) -> Any:
+    """The zoo model ``cls`` for ``dim`` variables (on ``levels`` levels; None: not
+    dequantized) with its settings from the command line (:func:`_model_settings`).
+
+    Raises:
+        ValueError: for a setting its parser or the model rejects.
+    """
+    data: dict[str, Any] = {}
+    for field in ("dim", "x_dim"):
+        if field in cls.Config.__dataclass_fields__:
+            data[field] = dim
+    if "levels" in cls.Config.__dataclass_fields__:
+        data["levels"] = levels
+        if levels is None:  # continuous data: no logit transform
+            data["logit_alpha"] = None
+    config = from_flags(cls.Config, flags_of_model, cls.zoo_name, **data)
+    return cls.from_config(config)
 
 
 def run_fit(args: argparse.Namespace) -> int:
@@ -259,20 +288,33 @@ def run_fit(args: argparse.Namespace) -> int:
 
     from ppdgm.base import PROGRAM, model_kind
     from ppdgm.batch import first_tensor, num_rows
+    from ppdgm.infer.svi import SVIObjective
     from ppdgm.models import model_class
     from ppdgm.source import load_source
     from ppdgm.training.loop import fit, retain_freed_memory
 
+    if args.help:
+        return _show_help(args)
+    if not args.model:
+        raise ValueError("name the MODEL to train (ppdgm fit --help lists them)")
     source = _is_source(args.model)
     family = ""
+    cls: Any = None
     if source:
         kwargs = _parse_kwargs(args.kwargs)
         label = Path(args.model.rpartition(":")[0]).stem
+        if args.extras:
+            raise ValueError(
+                f"unexpected {' '.join(args.extras)!r}: your own model takes its arguments as "
+                "--kwargs JSON"
+            )
     else:
         if args.kwargs is not None:
             raise ValueError("--kwargs is for your own model, FILE.py:NAME")
-        family = model_class(args.model).family  # an unknown name fails before the data
-        label = args.model.lower()
+        cls = model_class(args.model)  # an unknown name fails before the data
+        own_flags = _model_settings(args, cls)  # and so does an unknown flag
+        family = cls.family
+        label = cls.zoo_name
     data_name = args.data
     args.levels = None
     if not source and family == "flow":
@@ -281,7 +323,10 @@ def run_fit(args: argparse.Namespace) -> int:
     train, valid, data = _load_data(args, data_name)
     dim = math.prod(first_tensor(train).shape[1:])
     torch.manual_seed(args.seed)
-    model = load_source(args.model, kwargs) if source else _build_zoo(args, label, dim)
+    if source:
+        model = load_source(args.model, kwargs)
+    else:
+        model = _build_zoo(cls, own_flags, dim, args.levels)
     model = model.to(args.device)  # fit moves the data there
     kind = model_kind(model)
     if kind != PROGRAM and args.loss is not None:
@@ -305,7 +350,9 @@ def run_fit(args: argparse.Namespace) -> int:
         precision=args.precision,
         patience=args.patience,
         seed=args.seed,
-        objective=vae.objective(args) if kind == PROGRAM else None,
+        objective=SVIObjective(args.loss or "elbo", args.particles, anneal_steps=args.anneal_steps)
+        if kind == PROGRAM
+        else None,
         valid_samples=args.valid_samples,
         out_dir=out,
         resume=args.resume,
@@ -418,7 +465,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
             )
         print(f"  NLL {scores['nll']:.4f} nats per example, {scores['bits_per_dim']:.4f} bits/dim")
         return 0
-    samples = vae.parse_sizes(args.samples, "--samples")
+    try:
+        samples = list(sizes(args.samples))
+    except ValueError as e:
+        raise ValueError(f"--samples {e}") from None
     estimates, notes = bounds(model, x, samples, rows_per_pass=args.batch_size)
     results = []
     for label, estimate in estimates.items():

@@ -28,6 +28,7 @@ from ppdgm.atomic import atomic_path
 from ppdgm.base import registered_name
 from ppdgm.batch import Batch
 from ppdgm.infer.params import load_program_params, program_params
+from ppdgm.settings import config_from, plain
 from ppdgm.source import build_from_source, source_of
 
 __all__ = [
@@ -86,9 +87,24 @@ def same_model(saved: dict[str, Any], mine: dict[str, Any]) -> bool:
     def key(spec: dict[str, Any]) -> tuple[Any, ...]:
         source = spec.get("source") or {}
         cls = str(spec.get("class", "")).rpartition(".")[2]  # a file's module name has its hash
-        return (spec.get("name"), spec.get("config"), cls, source.get("name"), source.get("kwargs"))
+        config = _settings(spec)
+        return (spec.get("name"), config, cls, source.get("name"), source.get("kwargs"))
 
     return key(saved) == key(mine)
+
+
+def _settings(spec: dict[str, Any]) -> Any:
+    """A zoo spec's config with every setting, defaults filled in (a checkpoint of an earlier
+    version may leave out a setting added since); other specs' as saved."""
+    from ppdgm.models import MODELS
+
+    cls = MODELS.get(str(spec.get("name")))
+    if cls is None:
+        return spec.get("config")
+    try:
+        return plain(config_from(cls.Config, spec.get("config") or {}, cls.zoo_name))
+    except ValueError:
+        return spec.get("config")
 
 
 def describe_spec(spec: dict[str, Any]) -> str:
@@ -227,7 +243,7 @@ def build_model(spec: dict[str, Any], state_dict: dict[str, Tensor] | None = Non
 
         def build() -> nn.Module:
             try:
-                return cls(**spec["config"])
+                return cls.from_config(spec["config"])
             except TypeError as e:
                 raise ValueError(
                     f"cannot rebuild {cls.__name__} from {spec['config']!r}: {e}"
