@@ -31,6 +31,8 @@ def test_fit_evaluate_and_sample_a_vae_with_flows(tmp_path: Path, capsys) -> Non
     assert checkpoint["settings"]["objective"]["num_particles"] == 4
     pictures = {"samples.png", "learning_curves.png", "reconstructions.png", "latent-map.png"}
     assert pictures <= {p.name for p in out.iterdir()}
+    written = re.search(r"^wrote: (.*)$", text, re.M).group(1).split(", ")
+    assert len(written) == len(set(written)) and {Path(p).name for p in written} >= pictures
 
     assert main(["evaluate", str(out / "best.pt"), "--samples", "1,50", "--rows", "40"]) == 0
     table = capsys.readouterr().out

@@ -382,7 +382,7 @@ def run_fit(args: argparse.Namespace) -> int:
     files = list(result.files)
     if not source and family == "vae" and result.history and valid is not None:
         files += save_vae_pictures(model, valid[:2000], out, seed=args.seed)
-    print("wrote: " + ", ".join(str(p) for p in files))
+    print("wrote: " + ", ".join(dict.fromkeys(str(p) for p in files)))  # once each
     return 0
 
 
