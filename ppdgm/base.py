@@ -51,6 +51,7 @@ __all__ = [
     "registered_models",
     "registered_name",
     "seeded",
+    "values_are_checked",
     "values_checked",
 ]
 
@@ -183,6 +184,11 @@ def check_data(x: Any, dim: int, *, binary: bool, name: str, dtype: torch.dtype)
 
 
 _VALUES_CHECKED: ContextVar[bool] = ContextVar("ppdgm_values_checked", default=False)
+
+
+def values_are_checked() -> bool:
+    """Whether the caller runs inside :func:`values_checked` (the data were checked in full)."""
+    return _VALUES_CHECKED.get()
 
 
 @contextmanager

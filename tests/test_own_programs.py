@@ -23,7 +23,7 @@ from ppdgm.cli import main
 from ppdgm.data import load_digits
 from ppdgm.estimate import ParetoKWarning
 from ppdgm.models import MAF, NADE
-from ppdgm.svi import SVIObjective
+from ppdgm.svi import SlowRoadWarning, SVIObjective
 from ppdgm.train import evaluate, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -96,9 +96,10 @@ def test_a_program_made_of_pyro_params_learns_the_closed_form_and_is_checkpointe
     x = 1.5 + math.sqrt(2.0) * torch.randn(800, generator=gen)
     pyro.clear_param_store()
     program = ParamProgram()
-    result = fit(
-        program, x, x, epochs=40, batch_size=100, lr=0.05, out_dir=tmp_path, progress=False
-    )
+    with pytest.warns(SlowRoadWarning, match=r"not recorded as a graph: .*\(a pyro.param"):
+        result = fit(
+            program, x, x, epochs=40, batch_size=100, lr=0.05, out_dir=tmp_path, progress=False
+        )
     mu, a, b, s = (float(pyro.param(n).detach()) for n in ("mu", "a", "b", "s"))
     assert mu == pytest.approx(float(x.mean()), abs=0.1)
     assert (a, s) == (pytest.approx(0.5, abs=0.05), pytest.approx(math.sqrt(0.5), abs=0.05))
@@ -124,6 +125,7 @@ def test_a_program_made_of_pyro_params_learns_the_closed_form_and_is_checkpointe
     assert {n: float(pyro.param(n).detach()) for n in best} == pytest.approx(best, abs=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:the loss is not recorded as a graph")  # pyro.param
 def test_a_pyro_param_program_interrupted_and_resumed_equals_uninterrupted(
     tmp_path: Path,
 ) -> None:

@@ -14,13 +14,14 @@ For ``K`` draws ``z_k ~ q(z | x)`` per data point and
 **One road for every program.** The loss is computed from the programs' log weights by
 :class:`~ppdgm.infer.iwae.WeightedELBO` or :class:`~ppdgm.infer.iwae.IWAE`: the same function
 of the same draws as Pyro's ELBOs (the tests check value and gradient), with the program probed and
-validated once and each step traced without Pyro's per-step validation and bookkeeping, which
-cost 20-40 % over a hand-written step of a small VAE. A program this road cannot take falls
-back, with a :class:`SlowRoadWarning` saying why, to Pyro's ``Trace_ELBO`` or
-``TraceMeanField_ELBO``: a model without a plate named ``"data"``, a guide site without
-``rsample`` (discrete; the ELBO then needs score-function terms, which IWAE forms itself), or a
-latent site the guide does not sample. ``program=True`` takes Pyro's classes on purpose (a
-reference to compare with).
+validated once and each step traced without Pyro's per-step validation and bookkeeping, and,
+after ``record_after`` steps of one batch shape, recorded as a graph of tensor operations and
+replayed (:mod:`ppdgm.infer.traced`: within 1.06 of a hand-written step on the CS236 VAE).
+A program this road cannot take falls back, with a :class:`SlowRoadWarning` saying why, to
+Pyro's ``Trace_ELBO`` or ``TraceMeanField_ELBO``: a model without a plate named ``"data"``, a
+guide site without ``rsample`` (discrete; the ELBO then needs score-function terms, which IWAE
+forms itself), or a latent site the guide does not sample. ``program=True`` takes Pyro's
+classes on purpose (a reference to compare with).
 
 KL annealing (Bowman et al. 2016; Sønderby et al. 2016): ``beta`` rises linearly from
 ``1 / anneal_steps`` to 1 over the first ``anneal_steps`` steps; it scales every latent site of
@@ -41,9 +42,11 @@ from pyro.poutine.messenger import Messenger
 from torch import Tensor, nn
 
 from ppdgm._checks import check_int
+from ppdgm.base import values_are_checked
 from ppdgm.batch import Batch, as_arguments, num_rows
 from ppdgm.infer.iwae import IWAE, WeightedELBO
 from ppdgm.infer.probe import own_stream
+from ppdgm.infer.traced import TracedLoss
 from ppdgm.infer.weights import data_frame, latent_sites, sample_sites, trace_once
 
 __all__ = ["LOSSES", "SVIObjective", "SlowRoadWarning"]
@@ -75,6 +78,11 @@ class SVIObjective:
         program: use Pyro's own ELBO classes (``Trace_ELBO``, ``TraceMeanField_ELBO``) instead of
             the fast road, as a reference.
         doubly_reparameterized: the IWAE gradient of Tucker et al. (2018) (``"iwae"`` only).
+        record_after: on the fast road, the steps with one batch shape after which the loss is
+            recorded as a graph and replayed (:mod:`ppdgm.infer.traced`); None: never. The
+            recorded graph gives the same numbers; it saves the programs' Python. Only inside
+            :func:`ppdgm.base.values_checked` (as :func:`ppdgm.train.fit` runs its steps, on
+            data it checked in full), since the graph holds no check of the data's values.
 
     Example:
         >>> from ppdgm.models import VAE
@@ -89,12 +97,15 @@ class SVIObjective:
     anneal_steps: int = 0
     program: bool = False
     doubly_reparameterized: bool = False
+    record_after: int | None = 10
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         for name, least in (("num_particles", 1), ("anneal_steps", 0)):
             check_int(name, getattr(self, name), least)
+        if self.record_after is not None:
+            check_int("record_after", self.record_after, 1)
         if self.doubly_reparameterized and self.loss != "iwae":
             raise ValueError("doubly_reparameterized needs loss='iwae'")
 
@@ -125,12 +136,25 @@ class SVIObjective:
         beta = self.beta(step)
         args, kwargs = as_arguments(batch)
         elbo = self._elbo_for(model, args, kwargs)
+        if (
+            beta == 1.0
+            and self.record_after is not None
+            and values_are_checked()  # fit checked every row: the graph holds no data check
+            and isinstance(elbo, (WeightedELBO, IWAE))
+        ):
+            return self._traced(model, args, kwargs)  # the fast road, recorded once a shape
+        return self._loss(model, args, kwargs, beta)
+
+    def _loss(
+        self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], beta: float = 1.0
+    ) -> Tensor:
+        elbo = self._elbos[model]
         program_model, program_guide = model.model, model.guide
         if beta != 1.0:
             program_model = _ScaleLatent(beta)(program_model)
             program_guide = _ScaleLatent(beta)(program_guide)
         loss = elbo.differentiable_loss(program_model, program_guide, *args, **kwargs)
-        return loss / num_rows(batch)
+        return loss / num_rows(args if args else kwargs)
 
     def _elbo_for(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The loss object of ``model`` (one per model: it keeps what probing found)."""
@@ -151,6 +175,15 @@ class SVIObjective:
                     )
             self._elbos[model] = chosen
         return chosen
+
+    @cached_property
+    def _traced(self) -> TracedLoss:
+        def note(reason: str) -> None:
+            warnings.warn(
+                SlowRoadWarning(f"the loss is not recorded as a graph: {reason}"), stacklevel=4
+            )
+
+        return TracedLoss(self._loss, after=self.record_after or 1, on_fallback=note)
 
     @cached_property
     def _elbos(self) -> weakref.WeakKeyDictionary[nn.Module, Any]:

@@ -13,6 +13,8 @@ and the data-plate dimensions. A site outside the data plate (a global latent va
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +38,7 @@ __all__ = [
     "latent_sites",
     "log_weight_total",
     "log_weights",
+    "nan_checks_deferred",
     "observed_sites",
     "per_point",
     "plate_size",
@@ -276,11 +279,26 @@ def log_weights(
     total = terms[0][2]
     for _, _, term in terms[1:]:
         total = total + term
-    if torch.isnan(total).any():  # one check per pass; name the culprit only when there is one
+    if not _DEFERRED.get() and torch.isnan(total).any():  # one check per pass; name the culprit
         name, whose = next((n, w) for n, w, t in terms if torch.isnan(t).any())
         raise NaNLogDensity(f"the {whose} log-density of site {name!r} is NaN for some data points")
     particles = max(t.shape[0] for _, _, t in terms)
     return total.expand(particles, size)
+
+
+_DEFERRED: ContextVar[bool] = ContextVar("ppdgm_nan_checks_deferred", default=False)
+
+
+@contextmanager
+def nan_checks_deferred() -> Iterator[None]:
+    """Inside the block the log weights are not checked for NaN: that check is a branch on the
+    values, which a recorded graph of tensor operations cannot hold (:mod:`ppdgm.infer.traced`
+    checks the loss it returns instead)."""
+    token = _DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
 
 
 def log_weight_total(
@@ -315,7 +333,7 @@ def log_weight_total(
     for name in auxiliary:
         terms.append((name, "guide", -site_log_prob(guide_sites[name]).sum()))
     total = torch.stack([t for _, _, t in terms]).sum()
-    if torch.isnan(total):
+    if not _DEFERRED.get() and torch.isnan(total):
         name, whose = next((n, w) for n, w, t in terms if torch.isnan(t))
         raise NaNLogDensity(f"the {whose} log-density of site {name!r} is NaN for some data points")
     return total
