@@ -221,3 +221,28 @@ def test_tensor_arguments_are_inputs_of_the_graph_not_constants(checked) -> None
         )
         assert float(ours.detach()) == float(theirs.detach())
     assert recorded(objective, vae) == 1  # one graph for both temperatures
+
+
+def test_a_compiled_graph_gives_the_same_loss_or_says_why_not(checked) -> None:
+    import warnings
+
+    torch.manual_seed(0)
+    vae = PlainVAE(6, 2, 5)
+    compiled = SVIObjective(record_after=1, compile=True)
+    x = torch.bernoulli(torch.full((5, 6), 0.5))
+    compiled(vae, x, 0)
+    values = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SlowRoadWarning)
+        for road in (compiled, SVIObjective(record_after=None), compiled):
+            pyro.set_rng_seed(4)
+            values.append(road(vae, x, 1))
+    notes = [str(w.message) for w in caught if issubclass(w.category, SlowRoadWarning)]
+    if compiled._traced.compiled(vae):  # Inductor's kernels, PyTorch's random stream
+        assert not notes
+    else:  # no C++ compiler here: the recorded graph, with a note
+        assert len(notes) == 1 and "the graph is not compiled" in notes[0]
+    for value in (values[0], values[2]):
+        assert float(value.detach()) == pytest.approx(float(values[1].detach()), rel=1e-5)
+    with pytest.raises(ValueError, match="needs record_after"):
+        SVIObjective(record_after=None, compile=True)

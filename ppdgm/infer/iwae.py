@@ -131,6 +131,8 @@ class IWAE(ELBO):
         """Minus the IWAE bound summed over data points: its value is the loss, its gradient the
         estimator described in the class docstring."""
         loss, surrogate = self._terms(model, guide, args, kwargs)
+        if surrogate is loss:  # no score-function terms: the loss is its own surrogate
+            return loss
         return loss.detach() + (surrogate - surrogate.detach())
 
     def loss_and_grads(
@@ -275,7 +277,7 @@ class WeightedELBO(IWAE):
     ) -> tuple[Tensor, Tensor]:
         model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
         total = log_weight_total(model_trace, guide_trace, analytic_kl=self.analytic_kl)
-        loss = -total / self.num_particles
+        loss = -total if self.num_particles == 1 else -total / self.num_particles
         return loss, loss
 
 

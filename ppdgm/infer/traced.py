@@ -33,6 +33,7 @@ the recorded graph runs each ATen operation as eager PyTorch does, without the P
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ class _Entry:
     calls: int = 0
     graph: Any = None  # the recorded graph, once recorded
     reason: str | None = None  # why it could not be recorded
+    compiled: Any = None  # the graph compiled, until its first call has run
+    tried: bool = False  # whether compiling was tried
 
 
 class TracedLoss:
@@ -68,7 +71,12 @@ class TracedLoss:
             inputs) and the arguments (tensors, or anything fixed).
         after: the calls with one signature before it is recorded, at least 1: the first runs
             the loss itself, which may check its arguments or create parameters.
-        on_fallback: called once per module with the reason a signature could not be recorded.
+        on_fallback: called once per module with the reason a signature could not be recorded
+            (or compiled).
+        compile: compile each recorded graph with ``torch.compile`` (Inductor: fused C++ or
+            Triton kernels, the random draws left to PyTorch's own stream so that they stay the
+            same): several seconds once per signature, then faster steps. Where compiling fails
+            (no C++ compiler), the recorded graph runs, with a note.
 
     Example:
         >>> class Square(nn.Module):
@@ -85,9 +93,15 @@ class TracedLoss:
     """
 
     def __init__(
-        self, loss: Loss, *, after: int = 10, on_fallback: Callable[[str], None] | None = None
+        self,
+        loss: Loss,
+        *,
+        after: int = 10,
+        on_fallback: Callable[[str], None] | None = None,
+        compile: bool = False,
     ) -> None:
         self.loss = loss
+        self.compile = compile
         self.after = check_int("after", after, least=1)
         self.on_fallback = on_fallback
         self._entries: weakref.WeakKeyDictionary[nn.Module, dict[Any, _Entry]] = (
@@ -97,6 +111,10 @@ class TracedLoss:
     def recorded(self, module: nn.Module) -> int:
         """How many signatures of ``module`` run as recorded graphs."""
         return sum(e.graph is not None for e in self._entries.get(module, {}).values())
+
+    def compiled(self, module: nn.Module) -> int:
+        """How many signatures of ``module`` run as compiled graphs."""
+        return sum(e.compiled is not None for e in self._entries.get(module, {}).values())
 
     def __call__(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:
         leaves, spec = _pytree.tree_flatten((args, kwargs))
@@ -119,10 +137,33 @@ class TracedLoss:
                 return self.loss(module, args, kwargs)
         tensors = [leaf for leaf in leaves if isinstance(leaf, Tensor)]
         state = _random_state(tensors)
-        value = entry.graph(*params, *buffers, *tensors)
+        if self.compile and not entry.tried:
+            value = self._compile(entry, (*params, *buffers, *tensors))
+        else:
+            run = entry.graph if entry.compiled is None else entry.compiled
+            value = run(*params, *buffers, *tensors)
         if bool(torch.isnan(value).any()):  # the program again, on the same draws: it says where
             _set_random_state(state)
             return self.loss(module, args, kwargs)
+        return value
+
+    def _compile(self, entry: _Entry, inputs: tuple[Tensor, ...]) -> Tensor:
+        """Compiles the entry's graph and runs it (compilation happens at the first call)."""
+        entry.tried = True
+        state = _random_state(list(inputs))
+        try:
+            with warnings.catch_warnings():  # torch's own, from inside its compiler
+                warnings.simplefilter("ignore", DeprecationWarning)
+                compiled = torch.compile(
+                    entry.graph, dynamic=False, options={"fallback_random": True}
+                )
+                value = compiled(*inputs)
+        except Exception as e:  # no compiler, or an operation Inductor refuses
+            if self.on_fallback is not None:
+                self.on_fallback(f"the graph is not compiled ({_why(e)}); it runs as recorded")
+            _set_random_state(state)
+            return entry.graph(*inputs)
+        entry.compiled = compiled
         return value
 
     def _record(
