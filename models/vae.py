@@ -56,6 +56,14 @@ CUSTOM = "custom"
 
 
 # the settings the VAEs share (their Config fields)
+def _z_dim() -> Any:
+    return setting(10, "latent size", metavar="Z")
+
+
+def _widths() -> Any:
+    return setting((300, 300), "the encoder's widths (the decoder mirrors them)", flag="--hidden")
+
+
 def _likelihood() -> Any:
     return setting("bernoulli", f"the observation model: {' or '.join(LIKELIHOODS)}")
 
@@ -188,10 +196,8 @@ class VAE(_LatentVariableModel):
         """The VAE's settings (see the class)."""
 
         x_dim: int = from_data()
-        z_dim: int = setting(10, "latent size", metavar="Z")
-        hidden_dims: tuple[int, ...] = setting(
-            (300, 300), "the encoder's widths (the decoder mirrors them)", flag="--hidden"
-        )
+        z_dim: int = _z_dim()
+        hidden_dims: tuple[int, ...] = _widths()
         likelihood: str = _likelihood()
         guide_flow: str | None = _guide_flow()
         prior_flow: str | None = setting(None, f"a flow on the prior: {', '.join(PRIOR_FLOWS)}")
@@ -416,10 +422,8 @@ class GMVAE(VAE):
         """The GMVAE's settings (see the class)."""
 
         x_dim: int = from_data()
-        z_dim: int = setting(10, "latent size", metavar="Z")
-        hidden_dims: tuple[int, ...] = setting(
-            (300, 300), "the encoder's widths (the decoder mirrors them)", flag="--hidden"
-        )
+        z_dim: int = _z_dim()
+        hidden_dims: tuple[int, ...] = _widths()
         likelihood: str = _likelihood()
         guide_flow: str | None = _guide_flow()
         components: int = setting(10, "Gaussians of the prior's mixture", metavar="K")
