@@ -187,8 +187,8 @@ def test_builtin_asia_equals_pgmpy_asia():
 
 @pytest.mark.parametrize("name", ["asia", "sachs", "insurance", "random0", "random3"])
 def test_bif_round_trip(name, tmp_path, example_network, bn_tools):
-    """pgmpy's BIFWriter prints each probability with ``str(numpy.float64)`` (shortest repr,
-    ``round_values=None``), which parses back to the same double: the tables come back exactly."""
+    """``write_bif`` prints each probability with ``repr`` (the shortest text that parses back
+    to the same double): the tables come back exactly."""
     bn = _load(name, example_network, bn_tools)
     path = tmp_path / f"{name}.bif"
     bn.write_bif(path)

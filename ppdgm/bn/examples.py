@@ -6,7 +6,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from ppdgm.bn.interop import read_bif
+from ppdgm.bn.bif import read_bif
 from ppdgm.bn.network import DiscreteBN
 
 __all__ = ["BUILTIN", "asia", "available", "example", "sprinkler", "student"]

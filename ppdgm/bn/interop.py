@@ -1,20 +1,16 @@
-"""The bridge to pgmpy: converting networks both ways and reading and writing BIF files."""
+"""The bridge to pgmpy: converting networks both ways (BIF files: :mod:`ppdgm.bn.bif`)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import numpy as np
 
-from ppdgm.atomic import atomic_path
-
 if TYPE_CHECKING:
     from ppdgm.bn.network import DiscreteBN
 
-__all__ = ["from_pgmpy", "read_bif", "to_pgmpy", "write_bif"]
+__all__ = ["from_pgmpy", "to_pgmpy"]
 
 
 def from_pgmpy(model: Any, *, name: str | None = None) -> DiscreteBN:
@@ -79,45 +75,3 @@ def to_pgmpy(bn: DiscreteBN) -> Any:
         model.add_cpds(cpd)
     model.name = bn.name
     return model
-
-
-def read_bif(path: str | os.PathLike[str]) -> DiscreteBN:
-    """Reads a network from a BIF file (plain or gzip-compressed), through pgmpy's reader.
-
-    Raises:
-        FileNotFoundError: if there is no such file.
-        ValueError: if the file is not valid BIF or describes an invalid network; the message
-            names the file and the problem.
-    """
-    import gzip
-
-    from pgmpy.readwrite import BIFReader
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no BIF file at {path}")
-    try:
-        raw = path.read_bytes()
-        text = gzip.decompress(raw).decode() if raw[:2] == b"\x1f\x8b" else raw.decode()
-    except (OSError, UnicodeDecodeError, EOFError) as e:
-        raise ValueError(f"cannot read {path} as BIF text: {e}") from None
-    if "network" not in text or "variable" not in text:
-        raise ValueError(f"{path} is not a BIF file: no 'network' or 'variable' block found")
-    try:
-        model = BIFReader(string=text, n_jobs=1).get_model()
-    except Exception as e:  # pgmpy raises assorted parser errors
-        raise ValueError(f"{path} is not a valid BIF file: {type(e).__name__}: {e}") from None
-    stem = path.name.removesuffix(".gz").removesuffix(".bif")
-    try:
-        return from_pgmpy(model, name=stem)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
-
-
-def write_bif(bn: DiscreteBN, path: str | os.PathLike[str]) -> None:
-    """Writes a network to a BIF file through pgmpy's writer (atomically: a temporary file
-    is renamed into place, so an interrupted write never leaves half a file)."""
-    from pgmpy.readwrite import BIFWriter
-
-    with atomic_path(path) as tmp:
-        BIFWriter(to_pgmpy(bn)).write_bif(str(tmp))
