@@ -13,7 +13,15 @@ from torch import Tensor
 if TYPE_CHECKING:
     from ppdgm.bn.network import DiscreteBN
 
-__all__ = ["MISSING", "as_frame", "check_columns", "decode", "encode", "indicators"]
+__all__ = [
+    "MISSING",
+    "as_frame",
+    "check_columns",
+    "decode",
+    "encode",
+    "indicators",
+    "unknown_states",
+]
 
 #: The index that marks a missing cell.
 MISSING = -1
@@ -67,29 +75,56 @@ def check_columns(bn: DiscreteBN, frame: pd.DataFrame) -> None:
         )
 
 
+def unknown_states(bn: DiscreteBN, data: pd.DataFrame | Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The values of each column that are not states of its variable (matched as by
+    :func:`encode`), in order of appearance; only the columns that have some.
+
+    Example:
+        >>> from ppdgm.bn import asia
+        >>> unknown_states(asia(), {"smoke": ["yes", "maybe", None, "often", "maybe"]})
+        {'smoke': ['maybe', 'often']}
+    """
+    frame = as_frame(data)
+    out = {}
+    for v in bn.variables:
+        if v in frame.columns:
+            column = frame[v]
+            _, bad = _match(column, pd.Index(list(bn.states[v])))
+            if bad.any():
+                out[v] = list(dict.fromkeys(column[bad].tolist()))
+    return out
+
+
 def _encode_column(variable: str, column: pd.Series, index: pd.Index) -> np.ndarray:
     if isinstance(column.dtype, pd.CategoricalDtype) and column.cat.categories.equals(index):
         return column.cat.codes.to_numpy()
-    codes = index.get_indexer(column).astype(np.int64)
-    if not (codes < 0).any():
-        return codes
-    missing = column.isna().to_numpy()
-    states = tuple(index)
-    categories = list(states)
-    bad = (codes < 0) & ~missing
-    if bad.any() and all(isinstance(s, str) for s in states):
-        # numbers read from a CSV without types still match states named by their text
-        text = column[bad].map(str)
-        codes[bad] = index.get_indexer(text)
-        bad = (codes < 0) & ~missing
+    codes, bad = _match(column, index)
     if bad.any():
         shown = list(dict.fromkeys(column[bad].tolist()))[:5]
         raise ValueError(
             f"unknown state(s) {shown} of variable {variable!r} in {int(bad.sum())} row(s); "
-            f"its states are {categories}"
+            f"its states are {list(index)}"
         )
-    codes[missing] = MISSING
     return codes
+
+
+def _match(column: pd.Series, index: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    """The state index of each cell (``MISSING`` where missing) and where a value is unknown.
+
+    A cell matches a state by equality, or by its text when the states are strings.
+    """
+    codes = index.get_indexer(column).astype(np.int64)
+    if not (codes < 0).any():
+        return codes, np.zeros(len(codes), dtype=bool)
+    missing = column.isna().to_numpy()
+    bad = (codes < 0) & ~missing
+    if bad.any() and all(isinstance(s, str) for s in index):
+        # numbers read from a CSV without types still match states named by their text
+        text = column[bad].map(str)
+        codes[bad] = index.get_indexer(text)
+        bad = (codes < 0) & ~missing
+    codes[missing] = MISSING
+    return codes, bad
 
 
 def decode(bn: DiscreteBN, codes: Mapping[str, Tensor]) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from ppdgm.bn import DiscreteBN
 
 __all__ = [
+    "check_cell_counts",
     "fraction",
     "load_network",
     "notes_stream",
@@ -63,25 +65,117 @@ def read_rows(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Rows of state names from a CSV file with a header of variable names (``-``: standard input).
 
     Every cell is read as text and only an empty cell is missing (NaN): a state literally named
-    ``NA`` or ``None`` (the ``child`` and ``insurance`` networks have some) stays a state.
+    ``NA`` or ``None`` (the ``child`` and ``insurance`` networks have some) stays a state. Every
+    row must have as many cells as the header (blank lines are skipped).
 
     Raises:
         FileNotFoundError: if there is no such file.
-        ValueError: if the path is a folder or the file cannot be parsed as CSV.
+        ValueError: if the path is a folder, the file cannot be parsed as CSV, or a row has more
+            or fewer cells than the header (the message names the file, the line, counting the
+            header as line 1, and both counts).
     """
+    import lzma
+    import zipfile
+
     import pandas as pd
 
-    source: str | os.PathLike[str] | TextIO = path
-    if os.fspath(path) == "-":
-        source = sys.stdin
+    name = os.fspath(path)
+    if name == "-":
+        text = sys.stdin.read()
+        data = text.encode() if isinstance(text, str) else text
+        name = "standard input"
     elif Path(path).is_dir():
         raise ValueError(f"{path} is a folder, not a CSV file")
     elif not Path(path).exists():
         raise FileNotFoundError(f"no such file: {path}")
+    else:
+        try:
+            data = _decompressed(Path(path))
+        except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as e:
+            raise ValueError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    check_cell_counts(data, name)
     try:
-        return pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""])
+        return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ValueError(f"cannot read {path} as CSV: {e}") from None
+
+
+def _decompressed(path: Path) -> bytes:
+    """The bytes of a file, decompressed by its suffix as pandas does (``.gz``, ``.bz2``,
+    ``.xz``, or ``.zip`` holding one file)."""
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    data = path.read_bytes()
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        return gzip.decompress(data)
+    if suffix == ".bz2":
+        return bz2.decompress(data)
+    if suffix == ".xz":
+        return lzma.decompress(data)
+    if suffix == ".zip":
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = archive.namelist()
+            if len(names) != 1:
+                raise OSError(f"a .zip file of rows must hold one file, not {len(names)}")
+            return archive.read(names[0])
+    return data
+
+
+def check_cell_counts(data: bytes, name: str) -> None:
+    r"""Raises a ValueError if a line of the CSV text ``data`` has more or fewer cells than its
+    header (the first line that is not blank); blank lines are skipped, as pandas does.
+
+    Quoted cells may hold commas and line breaks (quoted as the CSV standard has it: a quote
+    opens and closes a cell, and a quote inside it is doubled). The cells are counted from the
+    positions of the commas, quotes and line breaks, without a loop over lines.
+
+    Example:
+        >>> check_cell_counts(b'a,b,c\n1,,3\n\n"x,\ny",2,3\n', "rows.csv")  # a blank line
+        >>> check_cell_counts(b"a,b,c\n1,2,3\n4,5\n", "rows.csv")
+        Traceback (most recent call last):
+        ...
+        ValueError: rows.csv, line 3: 2 cells, but the header (line 1) has 3 cells; ...
+    """
+    import numpy as np
+
+    text = np.frombuffer(data, dtype=np.uint8)
+    newline = ord("\n") if ord("\n") in data or ord("\r") not in data else ord("\r")
+    lines = np.flatnonzero(text == newline)
+    commas = np.flatnonzero(text == ord(","))
+    quotes = np.flatnonzero(text == ord('"'))
+    if quotes.size:  # a comma or line break after an odd number of quotes is inside a cell
+        lines_between = lines[np.searchsorted(quotes, lines) % 2 == 0]
+        commas = commas[np.searchsorted(quotes, commas) % 2 == 0]
+    else:
+        lines_between = lines
+    starts = np.concatenate([[0], lines_between + 1])
+    ends = np.concatenate([lines_between, [len(text)]])
+    cells = np.bincount(np.searchsorted(lines_between, commas), minlength=len(starts)) + 1
+
+    def blank(i: int) -> bool:  # spaces, a carriage return or nothing (never a comma)
+        return bool(cells[i] == 1 and not data[starts[i] : ends[i]].strip())
+
+    header = 0
+    while header < len(starts) and blank(header):  # blank lines before the header
+        header += 1
+    if header == len(starts):
+        return
+    bad = (cells != cells[header]).nonzero()[0]
+    bad = bad[bad > header]
+    first = next((int(i) for i in bad if not blank(int(i))), None)  # skips blank lines only
+    if first is None:
+        return
+    number = np.searchsorted(lines, starts) + 1  # physical line numbers, from 1
+    found, expected = (f"{n} cell{'s' if n != 1 else ''}" for n in (cells[first], cells[header]))
+    raise ValueError(
+        f"{name}, line {number[first]}: {found}, but the header (line {number[header]}) has "
+        f"{expected}; every row needs one cell per column (leave a cell empty for a missing "
+        "value)"
+    )
 
 
 def write_text(text: str, path: str | os.PathLike[str] | None) -> None:

@@ -1,4 +1,5 @@
-"""``ppdgm bn``: inspect, sample, query, score and learn discrete Bayesian networks."""
+"""``ppdgm bn``: inspect, sample, query, score, learn, predict and impute discrete Bayesian
+networks."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import itertools
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +38,10 @@ def register(subparsers: Any) -> None:
     """Adds ``ppdgm bn`` and its actions to the ``ppdgm`` parser."""
     parser = subparsers.add_parser(
         "bn",
-        help="discrete Bayesian networks: structure, sampling, exact queries, learning",
-        description="Discrete Bayesian networks: structure, sampling, exact queries, learning. "
+        help="discrete Bayesian networks: structure, sampling, exact queries, learning, "
+        "prediction and imputation",
+        description="Discrete Bayesian networks: structure, sampling, exact queries, learning, "
+        "prediction and imputation. "
         f"FILE is {_NETWORK_HELP}. CSV files hold one column per variable and state names "
         "in the cells; an empty cell is missing.",
     )
@@ -138,6 +142,44 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--seed", type=int, default=0, help="seed of EM's initialization (0)")
     fit.add_argument("-o", "--output", metavar="BIF", help="write the learned network here")
     fit.set_defaults(run=run_fit)
+
+    predict = actions.add_parser(
+        "predict",
+        help="the most probable state of variables in each row of a CSV",
+        description="For each row of --data, the most probable state of each variable given the "
+        "row's observed cells (the argmax of its exact posterior marginal; a tie goes to the "
+        "first state in FILE's order, and an observed variable is predicted as its value). "
+        "Writes one column per predicted variable, one row per input row, as CSV.",
+    )
+    predict.add_argument("network", metavar="FILE", help=_NETWORK_HELP)
+    predict.add_argument("--data", "--csv", dest="data", required=True, metavar="CSV")
+    predict.add_argument(
+        "--variables",
+        "--vars",
+        metavar="A,B",
+        help="the variables to predict (default: every variable missing in some row)",
+    )
+    predict.add_argument("-o", "--output", metavar="CSV", help="output file (standard output)")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    predict.set_defaults(run=run_predict)
+
+    impute = actions.add_parser(
+        "impute",
+        help="fill in the missing cells of a CSV",
+        description="Writes --data with every missing cell filled in: by default with the cell's "
+        "most probable state given the row's observed cells (cell by cell, not the most "
+        "probable completion of the row as a whole); with --sample, with a draw from the joint "
+        "conditional p(missing cells | observed cells) of each row.",
+    )
+    impute.add_argument("network", metavar="FILE", help=_NETWORK_HELP)
+    impute.add_argument("--data", "--csv", dest="data", required=True, metavar="CSV")
+    impute.add_argument(
+        "--sample", action="store_true", help="draw the missing cells instead of the best guess"
+    )
+    impute.add_argument("--seed", type=int, default=None, help="random seed (with --sample)")
+    impute.add_argument("-o", "--output", metavar="CSV", help="output file (standard output)")
+    impute.add_argument("--no-progress", action="store_true", help="no progress bar")
+    impute.set_defaults(run=run_impute)
 
 
 # --------------------------------------------------------------------------------------- info
@@ -331,6 +373,104 @@ def _missing_summary(bn: DiscreteBN, rows: pd.DataFrame) -> str:
     )
     share = 100.0 * missing / cells if cells else 0.0
     return f"data: {len(rows):,} rows, {missing:,} of {cells:,} cells missing ({share:.1f}%)"
+
+
+# ---------------------------------------------------------------------------- predict, impute
+def run_predict(args: argparse.Namespace) -> int:
+    """``ppdgm bn predict``: the most probable state of variables in each row of a CSV."""
+    from ppdgm.bn.evidence import check_columns
+
+    bn = load_network(args.network)
+    variables = parse_names(args.variables) if args.variables else None
+    for v in variables or ():
+        bn.parents(v)  # names the unknown variable
+    rows = read_rows(args.data)
+    if args.output is not None:
+        _check_writable(Path(args.output))
+    if variables is None:  # as bn.predict chooses them, but from every row
+        check_columns(bn, rows)
+        variables = [v for v in bn.variables if v not in rows.columns or rows[v].isna().any()]
+    progress = not args.no_progress
+    out, log_p = _skipping_impossible(
+        bn, rows, lambda part: bn.predict(part, variables, progress=progress), keep_rows=False
+    )
+    write_frame(out, args.output)
+    notes = notes_stream(args.output)
+    print(
+        f"predicted {len(variables)} variable(s) in {len(rows):,} rows: the most probable state "
+        "of each, given the row's observed cells",
+        file=notes,
+    )
+    if log_p is not None:
+        _warn_impossible(log_p, notes, "their predictions are left empty")
+    if args.output is not None:
+        print(f"wrote: {args.output}", file=notes)
+    return 0
+
+
+def run_impute(args: argparse.Namespace) -> int:
+    """``ppdgm bn impute``: a CSV's rows with every missing cell filled in."""
+    from ppdgm.bn.evidence import check_columns
+
+    if args.seed is not None and not args.sample:
+        raise ValueError("--seed applies to the draws of --sample only")
+    bn = load_network(args.network)
+    rows = read_rows(args.data)
+    if args.output is not None:
+        _check_writable(Path(args.output))
+    check_columns(bn, rows)
+    progress = not args.no_progress
+    out, log_p = _skipping_impossible(
+        bn,
+        rows,
+        lambda part: bn.impute(part, sample=args.sample, seed=args.seed, progress=progress),
+        keep_rows=True,
+    )
+    write_frame(out, args.output)
+    notes = notes_stream(args.output)
+    filled = int(rows.isna().to_numpy().sum() - out.isna().to_numpy().sum())
+    how = (
+        "drawn from p(missing cells | observed cells) of each row"
+        + (f", seed {args.seed}" if args.seed is not None else "")
+        if args.sample
+        else "each cell's most probable state given the row's observed cells (cell by cell, "
+        "not the most probable completion of the row)"
+    )
+    print(f"filled {filled:,} missing cells in {len(rows):,} rows: {how}", file=notes)
+    if log_p is not None:
+        _warn_impossible(log_p, notes, "their missing cells are left empty")
+    if args.output is not None:
+        print(f"wrote: {args.output}", file=notes)
+    return 0
+
+
+def _skipping_impossible(
+    bn: DiscreteBN,
+    rows: pd.DataFrame,
+    work: Callable[[pd.DataFrame], pd.DataFrame],
+    *,
+    keep_rows: bool,
+) -> tuple[pd.DataFrame, torch.Tensor | None]:
+    """``work(rows)``; or, where some rows have probability zero under the network, ``work``
+    of the other rows, the impossible ones left as they are (``keep_rows``) or empty, and the
+    log-probability of every row."""
+    import pandas as pd
+    import torch
+
+    from ppdgm.bn import ZeroProbabilityEvidence
+
+    try:
+        return work(rows), None
+    except ZeroProbabilityEvidence:
+        log_p = bn.log_prob(rows)
+    possible = torch.isfinite(log_p).numpy()
+    done = work(rows[possible])
+    if keep_rows:
+        out = rows.astype(object)
+    else:
+        out = pd.DataFrame(None, index=rows.index, columns=done.columns, dtype=object)
+    out.loc[possible, list(done.columns)] = done.astype(object).to_numpy()
+    return out, log_p
 
 
 # ---------------------------------------------------------------------------------------- fit
