@@ -13,16 +13,27 @@ Runs both peers side by side in one process and prints ratios (targets from the 
 - memory: peak resident memory of ``bn.posterior`` at 10,000, 100,000 and 400,000 rows (in
   subprocesses);
   rows are processed in chunks, so the growth is the input and the output, not intermediates.
+- ``--read`` (instead of the above): reading every BIF file pgmpy ships, ``ppdgm.bn.read_bif``
+  against pyAgrum's C++ ``loadBN`` (target: within 2x) and pgmpy's ``BIFReader`` (stopped
+  after ``--pgmpy-limit`` seconds, 30 by default), all on the same uncompressed copy of each
+  file. pyAgrum does not read names with characters such as '/', '<' or '+' (child's
+  ``Asy/Patch``, ``<5``, ``12+``): it reads a copy with '_' instead, as the output notes.
 
-Usage: ``python benchmarks/bench_bn.py [--quick]``; writes ``benchmarks/results/bn.json``.
+Usage: ``python benchmarks/bench_bn.py [--quick]``; writes ``benchmarks/results/bn.json``;
+``python benchmarks/bench_bn.py --read [NETWORK ...]`` writes ``benchmarks/results/bn-read.json``.
+Run with ``PPDGM_THREADS=1 OMP_NUM_THREADS=1`` for one-thread numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import re
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ppdgm.bn import DiscreteBN, example
+from ppdgm.bn import DiscreteBN, example, read_bif
 from ppdgm.bn.elimination import elimination_plan
 
 TARGETS = {"alarm": 100, "child": 100, "hailfinder": 100, "win95pts": 100, "insurance": 30}
@@ -158,13 +169,127 @@ def memory_case(name: str, rows: int) -> dict:
     return {"network": name, "rows": rows, "peak_growth_mib": float(out.stdout.split()[-1])}
 
 
+class _TimeLimit(Exception):
+    pass
+
+
+def _stop(*_: object) -> None:
+    raise _TimeLimit
+
+
+def pgmpy_read_time(path: Path, limit: float) -> float | None:
+    """Seconds pgmpy's BIFReader takes to read ``path`` into a model; None if it is stopped
+    after ``limit`` seconds (pgmpy's parser is pure Python, so an alarm interrupts it)."""
+    from pgmpy.readwrite import BIFReader
+
+    previous = signal.signal(signal.SIGALRM, _stop)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    start = time.perf_counter()
+    try:
+        BIFReader(str(path), n_jobs=1).get_model()
+        return time.perf_counter() - start
+    except _TimeLimit:
+        return None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def pyagrum_read_time(path: Path, repeat: int) -> tuple[float, str]:
+    """Best seconds of pyAgrum's ``loadBN`` on ``path`` (on a copy with '/' in names made '_'
+    if it refuses the file), and a note saying so."""
+    import pyagrum as gum
+
+    try:
+        gum.loadBN(str(path))
+        note = ""
+    except Exception:  # pyAgrum's names are letters, digits, '_', '-' and '.'
+
+        def name(m: re.Match[str]) -> str:
+            word = re.sub(r"[^\w.\-]", "_", m.group())
+            return "_" + word if word[0].isdigit() and not word.isdigit() else word
+
+        def plain(m: re.Match[str]) -> str:
+            return re.sub(r"[^\s,{}()\[\];]+", name, m.group())
+
+        text = re.sub(r"(?m)^\s*(?:type discrete.*|\([^)]*\))", plain, path.read_text())
+        renamed = path.with_name(path.stem + "-renamed.bif")
+        renamed.write_text(text)
+        path, note = renamed, "pyAgrum read a copy with names made letters, digits, '_', '-', '.'"
+    return best_time(lambda: gum.loadBN(str(path)), repeat), note
+
+
+def read_case(name: str, folder: Path, pgmpy_limit: float) -> dict:
+    import pgmpy
+
+    packed = Path(pgmpy.__file__).parent / "utils" / "example_models" / f"{name}.bif.gz"
+    path = folder / f"{name}.bif"
+    path.write_bytes(gzip.decompress(packed.read_bytes()))
+    repeat = 3 if path.stat().st_size > 1_000_000 else 20
+    ours = best_time(lambda: read_bif(path), repeat)
+    theirs, note = pyagrum_read_time(path, repeat)
+    pgmpy_s = pgmpy_read_time(path, pgmpy_limit)
+    return {
+        "network": name,
+        "kilobytes": path.stat().st_size / 1000,
+        "ppdgm_s": ours,
+        "pyagrum_s": theirs,
+        "pgmpy_s": pgmpy_s,
+        "ratio_to_pyagrum": ours / theirs,
+        "pgmpy_over_ppdgm": None if pgmpy_s is None else pgmpy_s / ours,
+        "target": 2.0,
+        "note": note,
+    }
+
+
+def read_main(names: list[str], pgmpy_limit: float, out: Path) -> None:
+    """Read times of every shipped network: ppdgm, pyAgrum and pgmpy side by side."""
+    import pgmpy
+
+    shipped = Path(pgmpy.__file__).parent / "utils" / "example_models"
+    names = names or sorted(p.name.removesuffix(".bif.gz") for p in shipped.glob("*.bif.gz"))
+    print(f"torch threads: {torch.get_num_threads()}; pgmpy stopped after {pgmpy_limit:g} s")
+    print(
+        f"{'network':<11} {'kB':>7} {'ppdgm ms':>9} {'pyAgrum ms':>10} {'pgmpy s':>8} "
+        f"{'ppdgm/pyAgrum':>13} {'pgmpy/ppdgm':>11}"
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in sorted(names, key=lambda n: (shipped / f"{n}.bif.gz").stat().st_size):
+            r = read_case(name, Path(tmp), pgmpy_limit)
+            rows.append(r)
+            pgmpy_s = "skipped" if r["pgmpy_s"] is None else f"{r['pgmpy_s']:.2f}"
+            speedup = "-" if r["pgmpy_s"] is None else f"{r['pgmpy_over_ppdgm']:.0f}x"
+            print(
+                f"{name:<11} {r['kilobytes']:>7.0f} {1e3 * r['ppdgm_s']:>9.2f} "
+                f"{1e3 * r['pyagrum_s']:>10.2f} {pgmpy_s:>8} {r['ratio_to_pyagrum']:>13.2f} "
+                f"{speedup:>11}" + (f"  ({r['note']})" if r["note"] else "")
+            )
+    skipped = [r["network"] for r in rows if r["pgmpy_s"] is None]
+    if skipped:
+        print(f"pgmpy skipped (over {pgmpy_limit:g} s): {', '.join(skipped)}")
+    over = [r["network"] for r in rows if r["ratio_to_pyagrum"] > 2]
+    print(f"within 2x of pyAgrum: {len(rows) - len(over)} of {len(rows)}; over: {over or '-'}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"read": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--pgmpy-rows", type=int, default=300)
     parser.add_argument("--quick", action="store_true", help="fewer rows, for a smoke run")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bn.json"))
+    parser.add_argument("--out", default=None, help="the JSON written (default: by section)")
+    parser.add_argument("--read", action="store_true", help="time reading BIF files instead")
+    parser.add_argument("--pgmpy-limit", type=float, default=30.0, help="seconds, with --read")
+    parser.add_argument("networks", nargs="*", help="with --read: these networks only")
     args = parser.parse_args()
+    results_dir = Path(__file__).parent / "results"
+    if args.read:
+        read_main(args.networks, args.pgmpy_limit, Path(args.out or results_dir / "bn-read.json"))
+        return
+    args.out = args.out or str(results_dir / "bn.json")
     rows, pgmpy_rows = (2_000, 30) if args.quick else (args.rows, args.pgmpy_rows)
 
     results: dict[str, list] = {"posterior": [], "sampling": [], "memory": []}

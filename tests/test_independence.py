@@ -15,6 +15,7 @@ from pgmpy.base import DAG
 from ppdgm.bn import asia, example
 from ppdgm.cli import main
 from ppdgm.demo.independence import demo_section
+from ppdgm.graph.dag import compiled
 from ppdgm.independence import (
     Independence,
     active_trail,
@@ -344,13 +345,26 @@ def _reverse_a_covered_edge(h: nx.DiGraph, seed: int) -> nx.DiGraph | None:
 
 
 # ------------------------------------------------------------------------------ caching
-def test_mutable_graphs_are_not_cached() -> None:
+def test_mutable_graphs_are_compiled_again_when_their_edges_change() -> None:
     g = nx.DiGraph([("a", "b"), ("c", "b")])
     assert d_separated(g, "a", "c")
+    assert compiled(g) is compiled(g)  # unchanged: compiled once
     g.add_edge("a", "c")
     assert not d_separated(g, "a", "c")
     g.remove_edge("a", "c")
     assert d_separated(g, "a", "c") and not d_separated(g, "a", "c", "b")
+    g.remove_edge("c", "b")  # as many edges as before, other ones
+    g.add_edge("b", "c")
+    assert not d_separated(g, "a", "c") and d_separated(g, "a", "c", "b")
+    g.add_node("d")
+    assert d_separated(g, "a", "d")
+    g.add_edge("c", "a")  # a cycle, after the graph was cached
+    with pytest.raises(ValueError, match="cycle"):
+        d_separated(g, "a", "d")
+    ref = weakref.ref(g)
+    del g
+    gc.collect()
+    assert ref() is None
 
 
 def test_frozen_graphs_are_cached_without_keeping_them_alive() -> None:

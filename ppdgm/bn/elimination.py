@@ -21,6 +21,7 @@ with respect to the CPTs in the same way (see :mod:`ppdgm.bn.learning`).
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,6 +34,8 @@ import torch
 from torch import Tensor
 
 from ppdgm.bn.evidence import as_frame, check_columns, encode, indicators
+from ppdgm.bn.memory import memory_limit, too_large
+from ppdgm.bn.reduced import reduced_query
 
 if TYPE_CHECKING:
     from ppdgm.bn.network import DiscreteBN
@@ -52,6 +55,20 @@ __all__ = [
 TYPICAL_ROWS = 1024
 #: Randomized tie-breaks tried per criterion when searching for a cheap elimination order.
 SEARCH = 6
+#: The most variables to eliminate for which the randomized tie-breaks are tried.
+SEARCH_UP_TO = 120
+#: Rows times plan cost (entries) from which a query searches for a cheaper plan: a few tenths
+#: of a second of arithmetic, against the search's few hundredths.
+SEARCH_WORK = 50_000_000
+#: Factors of one step beyond which those of equal shape are multiplied first (see
+#: :func:`_pair_order`).
+GREEDY_PAIRS = 8
+#: Batched entries per row that cost as much as one variable's Python work on the reduced road
+#: (about 2 ns an entry against 60 us a variable, measured on the bnlearn networks).
+REDUCE_PER_VARIABLE = 30_000
+#: The cost of a forward and backward pass relative to a forward pass alone (measured on the
+#: bnlearn networks: 3-4), to choose between one backward pass and one pass per query variable.
+BACKWARD_FACTOR = 4
 #: Entries of float64 intermediates a batch may hold at once (64 MiB).
 MEMORY_BUDGET = 2**23
 #: Entries of the widest step's factors (32 MiB): larger blocks are mapped afresh from the
@@ -117,6 +134,29 @@ class Plan:
         """The largest batched step's entries per row."""
         return max((s.size for s in self.steps if s.batched), default=1)
 
+    @property
+    def least_memory(self) -> int:
+        """Bytes a pass over one row needs at the least: the most float64 entries per row alive
+        at once, plus the widest step over the tables alone (done once per batch)."""
+        fixed = max((s.size for s in self.steps if not s.batched), default=0)
+        return 8 * (self.peak + fixed)
+
+    def check_memory(self, limit: int | None = None, *, what: str = "this query") -> None:
+        """Refuses, before anything is allocated, a plan that cannot run within ``limit`` bytes
+        (default: :func:`memory_limit`).
+
+        Raises:
+            TooLargeForExactInference: naming the widest step's variables, its entries, the
+                memory needed and the ways out.
+        """
+        limit = memory_limit() if limit is None else limit
+        need = self.least_memory
+        if need <= limit:
+            return
+        widest = max(self.steps, key=lambda s: s.size)
+        scope = [*([widest.variable] if widest.variable else []), *widest.scope]
+        raise too_large(what, need, limit, scope, widest.size)
+
     def chunk_size(self, budget: int = MEMORY_BUDGET, *, keep_intermediates: bool = False) -> int:
         """Rows per batch so that the intermediates of a batch fit in ``budget`` entries.
 
@@ -143,12 +183,22 @@ def greedy_order(
     Remaining ties go to the earlier variable in ``eliminate``, or are broken at random with
     ``seed``.
 
+    The scores live in a heap and only the variables an elimination touches are scored again:
+    the eliminated variable's neighbours, and the common neighbours of each edge it adds (whose
+    fill drops). A variable's fill is ``C(d, 2)`` minus the edges among its ``d`` neighbours,
+    counted by set intersections, so a hub of a star is scored in time linear in its degree.
+
     Arguments:
         graph: an undirected interaction graph (the moral graph of a network).
         eliminate: the variables to order; the others stay in the graph.
         cardinalities: each variable's number of states.
         criterion: ``"min-fill"`` or ``"min-weight"``.
         seed: seed for breaking ties at random (None: by position).
+
+    Example:
+        >>> g = nx.Graph([("a", "b"), ("b", "c"), ("c", "d"), ("d", "a")])  # a 4-cycle
+        >>> greedy_order(g, ["a", "b", "c", "d"], dict.fromkeys("abcd", 2))
+        ['a', 'b', 'c', 'd']
     """
     if criterion not in ("min-fill", "min-weight"):
         raise ValueError(f"unknown elimination criterion {criterion!r}")
@@ -157,26 +207,44 @@ def greedy_order(
     if seed is not None:
         shuffled = random.Random(seed).sample(list(eliminate), len(eliminate))
         rank = {v: i for i, v in enumerate(shuffled)}
+    log_card = {v: math.log(cardinalities[v]) for v in g}
     remaining = set(eliminate)
+
+    def score(v: str) -> tuple[float, float, int]:
+        nb = g[v]
+        d = len(nb)
+        edges = sum(len(g[a] & nb) for a in nb) // 2
+        fill = d * (d - 1) // 2 - edges
+        weight = log_card[v] + sum(log_card[u] for u in nb)
+        weight = round(weight, 9)  # equal products tie, whatever the order of the sum
+        return (fill, weight, rank[v]) if criterion == "min-fill" else (weight, fill, rank[v])
+
+    current = {v: score(v) for v in remaining}
+    heap = [(key, v) for v, key in current.items()]
+    heapq.heapify(heap)
     order = []
-    while remaining:
-
-        def score(v: str) -> tuple[int, int, int]:
-            nb = list(g[v])
-            fill = sum(1 for i, a in enumerate(nb) for b in nb[i + 1 :] if b not in g[a])
-            weight = math.prod(cardinalities[u] for u in nb) * cardinalities[v]
-            return (fill, weight, rank[v]) if criterion == "min-fill" else (weight, fill, rank[v])
-
-        v = min(remaining, key=score)
-        nb = list(g[v])
-        for i, a in enumerate(nb):
+    while heap:
+        key, v = heapq.heappop(heap)
+        if v not in remaining or current[v] != key:
+            continue  # scored again since it was pushed
+        nb = g.pop(v)
+        touched = set(nb)
+        for a in nb:
             g[a].discard(v)
-            for b in nb[i + 1 :]:
-                g[a].add(b)
+        for a in nb:
+            missing = nb - g[a] - {a}
+            for b in missing:  # a new edge (once: b then knows a)
+                touched |= g[a] & g[b]
+            g[a] |= missing
+            for b in missing:
                 g[b].add(a)
-        del g[v]
         remaining.remove(v)
         order.append(v)
+        for u in touched & remaining:
+            key = score(u)
+            if key != current[u]:
+                current[u] = key
+                heapq.heappush(heap, (key, u))
     return order
 
 
@@ -187,6 +255,7 @@ def elimination_plan(
     *,
     prune: bool = True,
     order: Literal["best", "min-fill", "min-weight"] = "best",
+    search: bool = True,
 ) -> Plan:
     """Builds the plan that sums out everything but ``keep`` given indicators on ``evidence``.
 
@@ -197,7 +266,10 @@ def elimination_plan(
         prune: drop variables that are neither kept, nor evidence, nor ancestors of either:
             they are barren and sum to one. EM needs every CPT and turns this off.
         order: the elimination heuristic; ``"best"`` builds both, each also with ties broken
-            at random under a few seeds, and keeps the plan of lowest :attr:`Plan.cost`.
+            at random under a few seeds (with ``search``), and keeps the plan of lowest
+            :attr:`Plan.cost`.
+        search: with ``"best"``, also try the random tie-breaks (a few times the planning
+            time, for plans up to a tenth cheaper; worth it for many rows).
     """
     wanted = set(evidence) | set(keep)
     if prune:
@@ -219,9 +291,10 @@ def elimination_plan(
         moral.add_edges_from((a, b) for i, a in enumerate(scope) for b in scope[i + 1 :])
     eliminate = [v for v in cpt_variables if v not in set(keep)]
     if order == "best":
-        candidates = [
-            (c, seed) for c in ("min-fill", "min-weight") for seed in (None, *range(SEARCH))
-        ]
+        # ties broken at random too, while that is cheap: the search costs a few times the
+        # deterministic orders, which on networks of hundreds of variables dominate a query
+        seeds = range(SEARCH) if search and len(eliminate) <= SEARCH_UP_TO else ()
+        candidates = [(c, seed) for c in ("min-fill", "min-weight") for seed in (None, *seeds)]
     else:
         candidates = [(order, None)]
     plans = [
@@ -246,7 +319,11 @@ def _steps(
     """The steps of eliminating ``order`` from the initial factors, then the final product,
     and the most entries per row alive at once (factors, plus the step's products)."""
     scopes, batched = list(scopes), list(batched)
-    alive = list(range(len(scopes)))
+    alive = dict.fromkeys(range(len(scopes)))  # in creation order
+    holders: dict[str, dict[int, None]] = {}  # the alive factors mentioning each variable
+    for i, scope in enumerate(scopes):
+        for u in scope:
+            holders.setdefault(u, {})[i] = None
     steps = []
 
     def entries(i: int) -> int:
@@ -275,15 +352,20 @@ def _steps(
         steps.append(Step(variable, tuple(inputs), out, is_batched, tuple(views), size, pairs))
         scopes.append(out)
         batched.append(is_batched)
-        alive.append(len(scopes) - 1)
+        alive[len(scopes) - 1] = None
+        for u in out:
+            holders.setdefault(u, {})[len(scopes) - 1] = None
         nonlocal live, peak
         peak = max(peak, live + (size + entries(len(scopes) - 1)) * is_batched)
         live += entries(len(scopes) - 1) - sum(entries(i) for i in inputs)
 
     for x in order:
-        inputs = [i for i in alive if x in scopes[i]]
+        inputs = sorted(holders.pop(x, {}))
         for i in inputs:
-            alive.remove(i)
+            del alive[i]
+            for u in scopes[i]:
+                if u != x:
+                    del holders[u][i]
         union = dict.fromkeys(u for i in inputs for u in scopes[i])
         combine(x, inputs, tuple(u for u in union if u != x))
     final = list(alive)
@@ -319,9 +401,11 @@ def execute(
         for i, (perm, index) in zip(step.inputs, step.views, strict=True):
             operands.append(slots[i].permute(perm)[index])
             slots[i] = None
-        t = _contract(operands, step.variable is not None, step.pairs)
         if step.batched:
+            t, log_scale = _contract(operands, step.variable is not None, step.pairs, log_scale)
             t, log_scale = _rescale(t, log_scale)
+        else:
+            t, _ = _contract(operands, step.variable is not None, step.pairs)
         slots.append(t)
     result = slots[-1]
     assert result is not None
@@ -335,42 +419,70 @@ def execute(
 def _pair_order(shapes: Sequence[tuple[int, ...]]) -> tuple[tuple[int, int], ...]:
     """Greedy order of pairwise products: always the pair whose broadcast product is smallest
     (a CPT meets its indicator, and small messages meet each other, before anything meets a
-    wide factor), until two factors are left."""
+    wide factor), until two factors are left.
+
+    Many factors of one shape (the messages of a star's leaves to its hub) are first multiplied
+    together in a balanced tree, so that the greedy search, quadratic in the number of factors
+    at each product, only ever sees a few.
+    """
     shapes = list(shapes)
-    pairs = []
+    pairs: list[tuple[int, int]] = []
+
+    def merge(i: int, j: int) -> None:
+        merged = tuple(map(max, shapes[i], shapes[j]))
+        del shapes[j], shapes[i]  # j > i
+        shapes.append(merged)
+        pairs.append((i, j))
+
+    while len(shapes) > GREEDY_PAIRS:
+        first: dict[tuple[int, ...], int] = {}
+        for k, shape in enumerate(shapes):
+            if shape in first:  # two of one shape: their product has that shape too
+                merge(first[shape], k)
+                break
+            first[shape] = k
+        else:
+            break
     while len(shapes) > 2:
-        candidates = [(i, j) for i in range(len(shapes)) for j in range(i + 1, len(shapes))]
         i, j = min(
-            candidates,
+            ((i, j) for i in range(len(shapes)) for j in range(i + 1, len(shapes))),
             key=lambda ij: math.prod(map(max, shapes[ij[0]], shapes[ij[1]])),
         )
-        merged = tuple(map(max, shapes[i], shapes[j]))
-        shapes = [s for k, s in enumerate(shapes) if k not in (i, j)] + [merged]
-        pairs.append((i, j))
+        merge(i, j)
     return tuple(pairs)
 
 
-def _contract(operands: list[Tensor], summed: bool, pairs: Sequence[tuple[int, int]]) -> Tensor:
+def _contract(
+    operands: list[Tensor],
+    summed: bool,
+    pairs: Sequence[tuple[int, int]],
+    log_scale: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
     """The product of aligned factors, summed over their first axis if ``summed``.
 
     The pairs of ``pairs`` are multiplied first; the last two factors meet inside a fused
-    multiply-add over the summed axis, so the full product is never written out.
+    multiply-add over the summed axis, so the full product is never written out. With
+    ``log_scale`` (a batched step, rows last), each pairwise product is rescaled when it gets
+    small (:func:`_rescale`), so that a step with many factors (the hub of a star with hundreds
+    of observed leaves) cannot underflow before the step ends; returns the new ``log_scale``.
     """
     if not operands:
-        return torch.ones((), dtype=torch.float64)
+        return torch.ones((), dtype=torch.float64), log_scale
     for i, j in pairs:
         product = operands[i] * operands[j]
+        if log_scale is not None:
+            product, log_scale = _rescale(product, log_scale)
         operands = [t for k, t in enumerate(operands) if k not in (i, j)]
         operands.append(product)
     if len(operands) == 1:
-        return operands[0].sum(0) if summed else operands[0]
+        return (operands[0].sum(0) if summed else operands[0]), log_scale
     a, b = operands
     if not summed:
-        return a * b
+        return a * b, log_scale
     acc = a[0] * b[0]
     for x in range(1, a.shape[0]):
         acc.addcmul_(a[x], b[x])
-    return acc
+    return acc, log_scale
 
 
 #: A batched factor is rescaled when some row's largest entry falls below this; far above the
@@ -383,6 +495,7 @@ def _rescale(t: Tensor, log_scale: Tensor) -> tuple[Tensor, Tensor]:
     top = t.detach().amax(dim=tuple(range(t.dim() - 1))) if t.dim() > 1 else t.detach()
     if not bool((top < RESCALE_BELOW).any()):
         return t, log_scale
+    top = top.reshape(-1)  # [rows], or [1] for a factor all rows share
     safe = torch.where(top > 0, top, torch.ones_like(top))
     t = t / safe
     return t, log_scale + safe.log().masked_fill(top <= 0, float("-inf"))
@@ -408,9 +521,24 @@ def _batches(
         yield start, chunk.shape[0], lam
 
 
-def _plan(bn: DiscreteBN, evidence: Sequence[str], keep: Sequence[str]) -> Plan:
+def _reduce(bn: DiscreteBN, evidence: Sequence[str], keep: Sequence[str]) -> bool:
+    """Whether the query takes the road of one reduced problem per row
+    (:mod:`ppdgm.bn.reduced`): when the batched plan's arithmetic per row exceeds, by the
+    measured rates, the Python work of reducing and solving each row on its own."""
     key = ("plan", frozenset(evidence), tuple(keep))
-    return bn.derived.get(key, lambda: elimination_plan(bn, evidence, keep))
+    plan = bn.derived.get(key, lambda: elimination_plan(bn, evidence, keep, search=False))
+    return plan.cost > REDUCE_PER_VARIABLE * len(bn.variables)
+
+
+def _plan(bn: DiscreteBN, evidence: Sequence[str], keep: Sequence[str], rows: int = 0) -> Plan:
+    """The network's plan for this query, made once: from the deterministic orders first, and
+    searched further (random tie-breaks) once ``rows`` times its cost makes that worth it."""
+    key = ("plan", frozenset(evidence), tuple(keep))
+    plan = bn.derived.get(key, lambda: elimination_plan(bn, evidence, keep, search=False))
+    if rows * plan.cost >= SEARCH_WORK:
+        plan = bn.derived.get(("searched", key), lambda: elimination_plan(bn, evidence, keep))
+    plan.check_memory(what=f"{bn.name}")
+    return plan
 
 
 def log_evidence(
@@ -419,7 +547,11 @@ def log_evidence(
     """``log p(observed cells)`` of each row (see :meth:`DiscreteBN.log_prob`)."""
     frame = as_frame(data)
     check_columns(bn, frame)
-    plan = _plan(bn, _observed_columns(bn, frame), ())
+    observed = _observed_columns(bn, frame)
+    if _reduce(bn, observed, ()):
+        factor, log_scale = reduced_query(bn, encode(bn, frame))
+        return factor.log() + log_scale
+    plan = _plan(bn, observed, (), len(frame))
     out = [torch.zeros(0, dtype=torch.float64)]
     for _, size, lam in _batches(bn, frame, plan, chunk_size or plan.chunk_size()):
         factor, log_scale = execute(plan, bn.tables, lam, size)
@@ -443,15 +575,26 @@ def posterior(
     frame = as_frame(data)
     check_columns(bn, frame)
     observed = _observed_columns(bn, frame)
-    if len(query) == 1:
-        return {query[0]: _posterior_kept(bn, frame, observed, query[0], chunk_size)}
-    return _posterior_by_gradient(bn, frame, observed, query, chunk_size)
+    if len(query) > 1:
+        # one backward pass gives every marginal, at about three times a forward pass (and
+        # it keeps every product for the backward pass): cheaper than a pass per variable
+        # only for several variables; the plans' costs decide
+        joint = _plan(bn, sorted(set(observed) | set(query), key=bn.variables.index), ())
+        each = sum(_plan(bn, observed, (q,)).cost for q in query)
+        if BACKWARD_FACTOR * joint.cost < each:
+            return _posterior_by_gradient(bn, frame, observed, query, chunk_size)
+    return {q: _posterior_kept(bn, frame, observed, q, chunk_size) for q in query}
 
 
 def _posterior_kept(
     bn: DiscreteBN, frame: pd.DataFrame, observed: list[str], q: str, chunk_size: int | None
 ) -> Tensor:
-    plan = _plan(bn, observed, (q,))
+    if _reduce(bn, observed, (q,)):
+        factor, _ = reduced_query(bn, encode(bn, frame), q)
+        total = factor.sum(-1, keepdim=True)
+        _check_positive(total.squeeze(-1), 0)
+        return factor / total
+    plan = _plan(bn, observed, (q,), len(frame))
     out = [torch.zeros(0, bn.cardinalities[q], dtype=torch.float64)]
     for offset, size, lam in _batches(bn, frame, plan, chunk_size or plan.chunk_size()):
         factor, _ = execute(plan, bn.tables, lam, size)
@@ -468,7 +611,7 @@ def _posterior_by_gradient(
     query: list[str],
     chunk_size: int | None,
 ) -> dict[str, Tensor]:
-    plan = _plan(bn, sorted(set(observed) | set(query), key=bn.variables.index), ())
+    plan = _plan(bn, sorted(set(observed) | set(query), key=bn.variables.index), (), len(frame))
     cards = bn.cardinalities
     out = {v: [torch.zeros(0, cards[v], dtype=torch.float64)] for v in query}
     rows = chunk_size or plan.chunk_size(keep_intermediates=True)

@@ -23,7 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ppdgm.bn.elimination import elimination_plan, execute
-from ppdgm.bn.evidence import MISSING, as_frame, encode, indicators
+from ppdgm.bn.evidence import MISSING, as_frame, encode, indicators, unknown_states
 from ppdgm.bn.network import DiscreteBN
 from ppdgm.bn.sampling import family_index
 
@@ -80,7 +80,10 @@ def fit(
         structure: a network (its DAG, parents' order and states are kept) or a DAG.
         data: rows of state names; NaN or None marks a missing cell; an absent column is a
             variable that is never observed (hidden).
-        states: state names for a DAG (from the data's sorted values where not given).
+        states: state names for a DAG, e.g. ``states={"grade": ("A", "B", "C")}``; where not
+            given, a variable's states are the sorted values the data hold, so a state that
+            never occurs in the data is not a state of the learned network (give it here to
+            keep it, with a prior if its probability should not be zero).
         prior: ``"none"`` (maximum likelihood), ``"dirichlet"`` (``pseudo_count`` added to every
             cell, 1 being Laplace smoothing) or ``"bdeu"`` (``equivalent_sample_size`` spread
             uniformly over each table).
@@ -98,7 +101,9 @@ def fit(
 
     Raises:
         ValueError: for unknown variables or states, a variable without states, an unknown
-            prior, or EM started where some row has probability zero.
+            prior, or EM started where some row has probability zero. A value that is not
+            among a variable's states, or a variable never observed, is refused with a message
+            that shows the ``states={...}`` to pass.
 
     Example:
         >>> from ppdgm.bn import sprinkler
@@ -110,7 +115,13 @@ def fit(
     """
     frame = as_frame(data)
     template = _template(structure, frame, states)
-    codes = encode(template, frame)
+    try:
+        codes = encode(template, frame)
+    except ValueError as e:
+        unknown = unknown_states(template, frame)
+        if not unknown:
+            raise
+        raise ValueError(f"{e}. {_states_hint(structure, template, unknown)}") from None
     alpha = prior_counts(template, prior, pseudo_count, equivalent_sample_size)
     counts = _complete_case_counts(template, codes)
     if not (codes == MISSING).any():
@@ -155,7 +166,12 @@ def _template(
     """A network with the target structure and states, and uniform tables."""
     if isinstance(structure, DiscreteBN):
         if states is not None:
-            raise ValueError("states come from the network; pass states only with a DAG")
+            given = ", ".join(f"{v!r}: {tuple(s)!r}" for v, s in states.items())
+            raise ValueError(
+                "states come from the network; pass states only with a DAG: to learn the "
+                "network's structure with other states, fit its DAG, "
+                f"ppdgm.bn.fit(bn.dag, data, states={{**bn.states, {given}}})"
+            )
         dag, parents, names = (
             structure.dag,
             {v: structure.parents(v) for v in structure.variables},
@@ -167,7 +183,10 @@ def _template(
             if v in names:
                 continue
             if v not in frame.columns or frame[v].isna().all():
-                raise ValueError(f"variable {v!r} has no observed value: give its states")
+                raise ValueError(
+                    f"variable {v!r} has no observed value: give its states, e.g. "
+                    f"fit(dag, data, states={{{v!r}: ('no', 'yes')}}) with its own state names"
+                )
             names[v] = tuple(sorted(frame[v].dropna().unique().tolist(), key=str))
     else:
         raise TypeError(
@@ -183,6 +202,19 @@ def _template(
         for v in dag
     }
     return DiscreteBN(dag, uniform, names, parents=order, name=getattr(structure, "name", None))
+
+
+def _states_hint(
+    structure: DiscreteBN | nx.DiGraph, template: DiscreteBN, unknown: Mapping[str, list[Any]]
+) -> str:
+    """How to learn a network whose states include the ``unknown`` values."""
+    items = ", ".join(f"{v!r}: {(*template.states[v], *values)!r}" for v, values in unknown.items())
+    if isinstance(structure, DiscreteBN):
+        return (
+            "To learn a network that has these states too, fit the network's DAG and pass "
+            f"every state: ppdgm.bn.fit(bn.dag, data, states={{**bn.states, {items}}})"
+        )
+    return f"Pass every state: fit(dag, data, states={{{items}, ...}})"
 
 
 def _complete_case_counts(bn: DiscreteBN, codes: Tensor) -> dict[str, Tensor]:
@@ -245,6 +277,7 @@ def _em(
         }
     observed = [v for j, v in enumerate(template.variables) if bool((codes[:, j] >= 0).any())]
     plan = elimination_plan(template, observed, (), prune=False)
+    plan.check_memory(what=f"EM on {template.name}")
     rows = chunk_size or plan.chunk_size(keep_intermediates=True)
     columns = {v: j for j, v in enumerate(template.variables)}
     cards = template.cardinalities

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import networkx as nx
 import numpy as np
@@ -17,7 +17,9 @@ from ppdgm.counting import ParameterCounts, count_parameters
 from ppdgm.threads import work_threads
 
 if TYPE_CHECKING:
+    from ppdgm.bn.approximate import PosteriorEstimate
     from ppdgm.bn.learning import FitResult
+    from ppdgm.infer.estimate import Estimate
 
 __all__ = ["CPT_TOLERANCE", "DerivedTables", "DiscreteBN"]
 
@@ -224,19 +226,51 @@ class DiscreteBN:
 
     # ----------------------------------------------------------------------------- inference
     def log_prob(
-        self, data: pd.DataFrame | Mapping[str, Any], *, chunk_size: int | None = None
-    ) -> Tensor:
-        """Exact log-probability of each row, with missing cells summed out.
+        self,
+        data: pd.DataFrame | Mapping[str, Any],
+        *,
+        chunk_size: int | None = None,
+        method: Literal["exact", "importance"] = "exact",
+        num_samples: int = 1000,
+        seed: int | None = None,
+    ) -> Tensor | Estimate:
+        """Exact log-probability of each row, with missing cells summed out; or its importance-
+        sampled estimate for a network too wide for exact inference.
 
         Arguments:
             data: rows of state names (a DataFrame, or a mapping of variable to state for one
                 row); NaN or None marks a missing cell, and an absent column is missing everywhere.
             chunk_size: rows processed at once (bounds memory); chosen from the network if None.
+            method: ``"exact"`` (variable elimination), or ``"importance"``: ``num_samples``
+                draws of each row's missing cells from the network (likelihood weighting,
+                :mod:`ppdgm.bn.approximate`), with a private ``seed``.
 
         Returns:
-            A float64 tensor ``[N]``: ``log p(observed cells of row n)``; ``-inf`` for evidence of
-            probability zero.
+            Exact: a float64 tensor ``[N]``, ``log p(observed cells of row n)``; ``-inf`` for
+            evidence of probability zero. Importance: an :class:`~ppdgm.infer.estimate.Estimate`
+            (``log_prob``, ``stderr``, ``ess``, ``pareto_k``), which warns where the weights
+            cannot be trusted.
+
+        Raises:
+            TooLargeForExactInference: (exact) when the plan needs more memory than
+                :func:`~ppdgm.bn.elimination.memory_limit`, before allocating.
+
+        Example:
+            >>> from ppdgm.bn import asia
+            >>> bn = asia()
+            >>> rows = pd.DataFrame({"smoke": ["yes"], "xray": ["yes"]})
+            >>> exact = bn.log_prob(rows)
+            >>> est = bn.log_prob(rows, method="importance", num_samples=20_000, seed=0)
+            >>> bool((est.log_prob - exact).abs() < 4 * est.stderr)
+            True
         """
+        if method == "importance":
+            from ppdgm.bn.approximate import importance_log_prob
+
+            with work_threads():
+                return importance_log_prob(self, data, num_samples=num_samples, seed=seed)
+        if method != "exact":
+            raise ValueError(f"unknown method {method!r}; choose exact or importance")
         from ppdgm.bn.elimination import log_evidence
 
         with work_threads():
@@ -248,26 +282,184 @@ class DiscreteBN:
         variables: Sequence[str] | str,
         *,
         chunk_size: int | None = None,
-    ) -> dict[str, Tensor]:
-        """Exact posterior marginals given each row's observed cells.
+        as_frame: bool = False,
+        method: Literal["exact", "importance"] = "exact",
+        num_samples: int = 1000,
+        seed: int | None = None,
+    ) -> dict[str, Tensor] | pd.DataFrame | PosteriorEstimate:
+        """Exact posterior marginals given each row's observed cells; or their importance-
+        sampled estimates for a network too wide for exact inference.
 
         Arguments:
             data: evidence rows, as for :meth:`log_prob`.
             variables: the query variables (a name or a sequence of names).
             chunk_size: rows processed at once; chosen from the network if None.
+            as_frame: return one DataFrame instead of a dict of tensors.
+            method: ``"exact"``, or ``"importance"``: self-normalized importance sampling with
+                ``num_samples`` draws per row from the network (:mod:`ppdgm.bn.approximate`),
+                with a private ``seed``.
 
         Returns:
             For each query variable, a float64 tensor ``[N, card]`` of ``p(v = s | row n)`` with
             the states in the order of ``states[v]`` (one-hot where ``v`` itself is observed).
+            With ``as_frame=True``, the same numbers as one float64 DataFrame whose columns are
+            the pairs ``(variable, state)`` (a MultiIndex with levels ``variable`` and
+            ``state``) and whose index is the rows' index. With ``method="importance"``, a
+            :class:`~ppdgm.bn.approximate.PosteriorEstimate` (``probs``, ``stderr``, ``ess``,
+            ``pareto_k``), or with ``as_frame=True`` its ``probs`` as one DataFrame.
 
         Raises:
             ValueError: for an unknown variable or state, or a row whose evidence has probability
                 zero (the posterior is undefined there).
+            TooLargeForExactInference: (exact) when the plan needs more memory than
+                :func:`~ppdgm.bn.elimination.memory_limit`, before allocating.
+
+        Example:
+            >>> from ppdgm.bn import asia
+            >>> bn = asia()
+            >>> rows = pd.DataFrame({"smoke": ["yes", "no"], "xray": ["yes", None]}, index=[7, 9])
+            >>> post = bn.posterior(rows, ["lung", "tub"])
+            >>> post["lung"].round(decimals=4)
+            tensor([[0.6460, 0.3540],
+                    [0.0100, 0.9900]], dtype=torch.float64)
+            >>> bn.posterior(rows, ["lung", "tub"], as_frame=True).round(4)
+            variable   lung            tub
+            state       yes     no     yes      no
+            7         0.646  0.354  0.0672  0.9328
+            9         0.010  0.990  0.0104  0.9896
+            >>> est = bn.posterior(rows, "lung", method="importance", num_samples=20_000, seed=0)
+            >>> error = (est.probs["lung"] - post["lung"]).abs()
+            >>> bool((error < 4 * est.stderr["lung"] + 1e-9).all())
+            True
         """
+        from ppdgm.bn.evidence import as_frame as to_frame
+
+        if method == "importance":
+            from ppdgm.bn.approximate import importance_posterior
+
+            with work_threads():
+                estimate = importance_posterior(
+                    self, data, variables, num_samples=num_samples, seed=seed
+                )
+            return estimate.as_frame(self, to_frame(data).index) if as_frame else estimate
+        if method != "exact":
+            raise ValueError(f"unknown method {method!r}; choose exact or importance")
         from ppdgm.bn.elimination import posterior
 
         with work_threads():
-            return posterior(self, data, variables, chunk_size=chunk_size)
+            marginals = posterior(self, data, variables, chunk_size=chunk_size)
+        if not as_frame:
+            return marginals
+        columns = pd.MultiIndex.from_tuples(
+            [(v, s) for v in marginals for s in self._states[v]], names=["variable", "state"]
+        )
+        values = torch.cat(list(marginals.values()), 1).numpy()
+        return pd.DataFrame(values, index=to_frame(data).index, columns=columns)
+
+    def predict(
+        self,
+        data: pd.DataFrame | Mapping[str, Any],
+        variables: Sequence[str] | str | None = None,
+        *,
+        progress: bool = False,
+    ) -> pd.DataFrame:
+        """The most probable state of variables in each row, given the row's observed cells.
+
+        Each cell of the result is the argmax over states of the exact posterior marginal
+        ``p(v | observed cells of row n)`` of :meth:`posterior`: the best guess of each variable
+        on its own. A tie (states within :data:`~ppdgm.bn.imputation.TIE_TOLERANCE` of the
+        largest probability) goes to the first state in the order of ``states[v]``. A variable
+        observed in a row is predicted as its observed value. All the variables of a block of
+        rows come from one posterior computation, batched over rows.
+
+        Arguments:
+            data: rows of state names, as for :meth:`log_prob`.
+            variables: the variables to predict (a name or a sequence of names); by default
+                every variable missing in some row (an absent column is missing everywhere),
+                in the order of :attr:`variables`.
+            progress: show a progress bar when there are several blocks of
+                :data:`~ppdgm.bn.imputation.ROWS_PER_BLOCK` rows.
+
+        Returns:
+            A DataFrame with one categorical column per predicted variable holding the
+            network's own state names (categories ``states[v]``), and the index of ``data``.
+
+        Raises:
+            ValueError: for an unknown variable or state.
+            ZeroProbabilityEvidence: for a row whose observed cells have probability zero and
+                that misses a predicted variable (the message gives its position).
+
+        Example:
+            >>> from ppdgm.bn import asia
+            >>> bn = asia()
+            >>> rows = pd.DataFrame(
+            ...     {"smoke": ["yes", None], "xray": ["yes", "no"], "dysp": ["yes", None]}
+            ... )
+            >>> bn.predict(rows, ["smoke", "lung", "bronc"])
+              smoke lung bronc
+            0   yes  yes   yes
+            1    no   no    no
+        """
+        from ppdgm.bn.imputation import predict
+
+        with work_threads():
+            return predict(self, data, variables, progress=progress)
+
+    def impute(
+        self,
+        data: pd.DataFrame | Mapping[str, Any],
+        *,
+        sample: bool = False,
+        seed: int | None = None,
+        progress: bool = False,
+    ) -> pd.DataFrame:
+        """A copy of the rows with every missing cell filled in, given each row's observed cells.
+
+        By default each missing cell gets its most probable state, the argmax of its own
+        posterior marginal (as :meth:`predict`). Cell by cell: the completed row is not
+        necessarily the most probable completion as a whole (the joint MAP), and may even be
+        impossible under the network. With ``sample=True`` the missing cells of each row are
+        drawn together from the joint conditional ``p(missing cells | observed cells)``: the
+        missing variables one after another, each from its posterior given the observed cells
+        and the cells drawn so far (one posterior computation per variable and block of rows,
+        batched over rows).
+
+        Only the columns of ``data`` are filled (a variable without a column stays absent and
+        is summed out); every filled column becomes categorical, holding the network's own
+        state names (categories ``states[v]``).
+
+        Arguments:
+            data: rows of state names, as for :meth:`log_prob`.
+            sample: draw the missing cells instead of taking the most probable states.
+            seed: seed of a private generator for the draws (the global torch generator if
+                None); the same seed and rows give the same draws.
+            progress: show a progress bar when there are several blocks of
+                :data:`~ppdgm.bn.imputation.ROWS_PER_BLOCK` rows.
+
+        Returns:
+            A DataFrame with the index and columns of ``data`` and no missing cell.
+
+        Raises:
+            ValueError: for a column that is not a variable of the network, or an unknown state.
+            ZeroProbabilityEvidence: for a row with missing cells whose observed cells have
+                probability zero (the message gives its position).
+
+        Example:
+            >>> from ppdgm.bn import asia
+            >>> bn = asia()
+            >>> rows = pd.DataFrame({"smoke": ["yes", None], "lung": [None, None], "xray": "yes"})
+            >>> bn.impute(rows)  # row 1: each cell's best guess, not the best pair (yes, yes)
+              smoke lung xray
+            0   yes  yes  yes
+            1   yes   no  yes
+            >>> draws = bn.impute(rows, sample=True, seed=0)
+            >>> draws.equals(bn.impute(rows, sample=True, seed=0)), int(draws.isna().sum().sum())
+            (True, 0)
+        """
+        from ppdgm.bn.imputation import impute
+
+        with work_threads():
+            return impute(self, data, sample=sample, seed=seed, progress=progress)
 
     # ----------------------------------------------------------------------------- programs
     def model(
@@ -326,8 +518,8 @@ class DiscreteBN:
         return to_pgmpy(self)
 
     def write_bif(self, path: str | Path) -> None:
-        """Writes the network to a BIF file (through pgmpy's writer)."""
-        from ppdgm.bn.interop import write_bif
+        """Writes the network to a BIF file (see :func:`ppdgm.bn.bif.write_bif`)."""
+        from ppdgm.bn.bif import write_bif
 
         write_bif(self, path)
 

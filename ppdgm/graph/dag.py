@@ -17,6 +17,11 @@ MEMO_SIZE = 65536
 _SETS = frozenset((set, frozenset, list))
 
 _COMPILED: WeakKeyDictionary[nx.DiGraph, CompiledDAG] = WeakKeyDictionary()
+# mutable graphs: the compiled form with a copy of the adjacency it was compiled from, reused
+# while the graph's adjacency still equals the copy (a dict comparison, done in C, is many
+# times cheaper than compiling again)
+_MUTABLE: WeakKeyDictionary[nx.DiGraph, tuple[dict[Hashable, dict[Hashable, Any]], CompiledDAG]]
+_MUTABLE = WeakKeyDictionary()
 # the same, keyed by the identity of what callers pass (a network or a graph): one dict lookup
 _BY_ID: dict[int, tuple[weakref.ref[Any], CompiledDAG]] = {}
 
@@ -42,13 +47,20 @@ def as_dag(g: Any) -> nx.DiGraph:
 
 def compiled(g: Any) -> CompiledDAG:
     """The compiled form of ``g``; cached for networks and frozen graphs (dependency graphs),
-    whose structure cannot change, and rebuilt on every call for mutable graphs."""
+    whose structure cannot change, and for a mutable graph as long as its edges are those it
+    was compiled with (checked at every call by comparing its adjacency with a copy)."""
     hit = _BY_ID.get(id(g))
     if hit is not None and hit[0]() is g:
         return hit[1]
     dag = as_dag(g)
     if not nx.is_frozen(dag):
-        return CompiledDAG(dag)
+        adjacency = dag._succ  # the raw dict of dicts: no view objects
+        kept = _MUTABLE.get(dag)
+        if kept is not None and kept[0] == adjacency:
+            return kept[1]
+        fresh = CompiledDAG(dag)
+        _MUTABLE[dag] = ({u: dict(succ) for u, succ in adjacency.items()}, fresh)
+        return fresh
     found = _COMPILED.get(dag)
     if found is None:
         found = _COMPILED[dag] = CompiledDAG(dag)
@@ -60,6 +72,7 @@ def compiled(g: Any) -> CompiledDAG:
 def clear_caches() -> None:
     """Forgets every compiled graph and memoized search (for benchmarks measuring cold starts)."""
     _COMPILED.clear()
+    _MUTABLE.clear()
     _BY_ID.clear()
 
 

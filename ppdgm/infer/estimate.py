@@ -52,6 +52,7 @@ __all__ = [
     "bounds",
     "bounds_table",
     "comparison_table",
+    "warn_unreliable",
 ]
 
 #: The estimation methods, in the order of their guarantees: a bound, a tighter bound, the value.
@@ -313,9 +314,7 @@ class LogLikelihood:
             traces = trace_particles(self.model, self.guide, args, kwargs, k, layout)
             stats.add(log_weights(*traces, layout))
         log_p, stderr, ess, shape = stats.result()
-        if shape is not None:
-            _warn_pareto(shape, self.num_samples)
-        _warn_low_ess(ess, shape, self.num_samples)
+        warn_unreliable(ess, shape, self.num_samples)
         return Estimate(log_p, stderr, ess, "importance", self.num_samples, shape)
 
     def _elbo(self, args: tuple[Any, ...], kwargs: dict[str, Any], layout: Layout) -> Estimate:
@@ -430,7 +429,19 @@ def _own_log_prob(model: Callable[..., Any]) -> Callable[..., Any] | None:
     return log_prob if callable(log_prob) else None
 
 
-def _warn_pareto(shape: Tensor, num_samples: int) -> None:
+def warn_unreliable(
+    ess: Tensor, shape: Tensor | None, num_samples: int, *, stacklevel: int = 4
+) -> None:
+    """Warns where importance weights cannot be trusted: a :class:`ParetoKWarning` for points
+    whose Pareto ``k`` (``shape``) exceeds :func:`~ppdgm.infer.stats.pareto_threshold`, and a
+    :class:`LowESSWarning` for points without a ``k`` whose effective sample size is below
+    :func:`low_ess_threshold`."""
+    if shape is not None:
+        _warn_pareto(shape, num_samples, stacklevel + 1)
+    _warn_low_ess(ess, shape, num_samples, stacklevel + 1)
+
+
+def _warn_pareto(shape: Tensor, num_samples: int, stacklevel: int) -> None:
     limit = pareto_threshold(num_samples)
     bad = shape > limit
     if bool(bad.any()):
@@ -442,7 +453,7 @@ def _warn_pareto(shape: Tensor, num_samples: int) -> None:
                 f"point {worst}); the proposal's tails are too light: use a better guide or more "
                 "samples"
             ),
-            stacklevel=4,
+            stacklevel=stacklevel,
         )
 
 
@@ -458,7 +469,7 @@ def low_ess_threshold(num_samples: int) -> float:
     return 0.0 if num_samples <= 1 else max(2.0, num_samples / 100)
 
 
-def _warn_low_ess(ess: Tensor, shape: Tensor | None, num_samples: int) -> None:
+def _warn_low_ess(ess: Tensor, shape: Tensor | None, num_samples: int, stacklevel: int) -> None:
     # shape None: K too small to fit any tail, where IWAE_K is used as the bound it is
     if shape is None:
         return
@@ -474,5 +485,5 @@ def _warn_low_ess(ess: Tensor, shape: Tensor | None, num_samples: int) -> None:
                 "too few distinct weights to estimate a Pareto k: the proposal rarely reaches "
                 "where the posterior is; use a guide, or more samples"
             ),
-            stacklevel=4,
+            stacklevel=stacklevel,
         )
