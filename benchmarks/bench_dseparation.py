@@ -9,8 +9,8 @@ question in the same process; the answers must agree. Three timings for ppdgm:
   share ``(x, given)`` share one Bayes-ball search;
 - ``search``: the search memo emptied before every query, so each query runs its own search
   (the graph stays compiled);
-- ``mutable``: the same queries on a plain mutable ``nx.DiGraph`` copy, which ppdgm cannot
-  cache and compiles (with its cycle check) on every call;
+- ``mutable``: the same queries on a plain mutable ``nx.DiGraph`` copy, whose compiled form is
+  kept while its adjacency equals a copy taken when it was compiled (compared at every call);
 
 and networkx's ``is_d_separator`` for reference.
 

@@ -148,7 +148,7 @@ def bn_tools() -> SimpleNamespace:
 
 @pytest.fixture(scope="session")
 def example_network() -> Callable[[str], DiscreteBN]:
-    """``ppdgm.bn.example`` cached for the session (parsing a BIF file takes about a second)."""
+    """``ppdgm.bn.example`` cached for the session (one network object per name for every test)."""
     cache: dict[str, DiscreteBN] = {}
 
     def load(name: str) -> DiscreteBN:

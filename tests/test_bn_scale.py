@@ -230,3 +230,49 @@ def test_both_roads_to_several_marginals_agree() -> None:
         one = posterior(bn, rows, v)[v]
         torch.testing.assert_close(backward[v], one, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(chosen[v], one, rtol=1e-10, atol=1e-12)
+
+
+def test_the_reduced_road_equals_the_batched_one() -> None:
+    from ppdgm.bn.evidence import encode
+    from ppdgm.bn.reduced import reduced_query
+
+    bn = random_network(18, seed=9)
+    rows = bn.sample(25, seed=10)
+    rows = rows.mask(np.random.default_rng(11).random(rows.shape) < 0.5)
+    codes = encode(bn, rows)
+    factor, log_scale = reduced_query(bn, codes)
+    torch.testing.assert_close(factor.log() + log_scale, bn.log_prob(rows), rtol=1e-12, atol=0)
+    for q in ("v0", "v9", "v17"):
+        factor, _ = reduced_query(bn, codes, q)
+        expected = bn.posterior(rows, q)[q]
+        torch.testing.assert_close(factor / factor.sum(-1, keepdim=True), expected)
+    # evidence of probability zero: -inf, as on the batched road
+    either = asia()
+    impossible = pd.DataFrame([{"tub": "yes", "either": "no"}, {"tub": "no"}])
+    factor, log_scale = reduced_query(either, encode(either, impossible))
+    torch.testing.assert_close(factor.log() + log_scale, either.log_prob(impossible))
+
+
+def test_wide_networks_take_the_reduced_road() -> None:
+    from ppdgm.bn import example
+    from ppdgm.bn.elimination import _reduce
+
+    water = example("water")
+    rows = water.sample(30, seed=0)
+    rows = rows.mask(np.random.default_rng(0).random(rows.shape) < 0.5)
+    observed = [v for v in water.variables if rows[v].notna().any()]
+    assert _reduce(water, observed, ())  # cliques of 10^4-10^5 entries
+    assert not _reduce(asia(), list(asia().variables), ())
+    log_p = water.log_prob(rows)
+    # the batched road on the same rows, forced: the same numbers
+    from ppdgm.bn.elimination import _batches, _plan, execute
+
+    plan = _plan(water, observed, ())
+    batched = torch.cat(
+        [
+            factor.log() + scale
+            for _, size, lam in _batches(water, rows, plan, 30)
+            for factor, scale in [execute(plan, water.tables, lam, size)]
+        ]
+    )
+    torch.testing.assert_close(log_p, batched, rtol=1e-12, atol=0)
