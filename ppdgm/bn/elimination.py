@@ -66,6 +66,9 @@ GREEDY_PAIRS = 8
 #: Batched entries per row that cost as much as one variable's Python work on the reduced road
 #: (about 2 ns an entry against 60 us a variable, measured on the bnlearn networks).
 REDUCE_PER_VARIABLE = 30_000
+#: Entries per row of a batched step from which its factors leave the caches and each entry
+#: costs several times more (munin: 4-5 ns an entry against 1-3): the reduced road then wins.
+REDUCE_WIDTH = 500_000
 #: The cost of a forward and backward pass relative to a forward pass alone (measured on the
 #: bnlearn networks: 3-4), to choose between one backward pass and one pass per query variable.
 BACKWARD_FACTOR = 4
@@ -527,7 +530,7 @@ def _reduce(bn: DiscreteBN, evidence: Sequence[str], keep: Sequence[str]) -> boo
     measured rates, the Python work of reducing and solving each row on its own."""
     key = ("plan", frozenset(evidence), tuple(keep))
     plan = bn.derived.get(key, lambda: elimination_plan(bn, evidence, keep, search=False))
-    return plan.cost > REDUCE_PER_VARIABLE * len(bn.variables)
+    return plan.cost > REDUCE_PER_VARIABLE * len(bn.variables) or plan.width >= REDUCE_WIDTH
 
 
 def _plan(bn: DiscreteBN, evidence: Sequence[str], keep: Sequence[str], rows: int = 0) -> Plan:

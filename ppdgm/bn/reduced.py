@@ -146,7 +146,10 @@ def _einsum(inputs: Sequence[tuple[tuple[str, ...], Tensor]], out: tuple[str, ..
             letters.setdefault(u, _LETTERS[len(letters)])
     spec = ",".join("".join(letters[u] for u in scope) for scope, _ in inputs)
     spec += "->" + "".join(letters[u] for u in out)
-    return torch.einsum(spec, *[t for _, t in inputs])
+    # left to right: the factors are small, and searching for a contraction path (opt_einsum)
+    # cost more than the contraction itself
+    with torch.backends.opt_einsum.flags(enabled=False):
+        return torch.einsum(spec, *[t for _, t in inputs])
 
 
 def _zero(bn: DiscreteBN, keep: str | None) -> Tensor:
