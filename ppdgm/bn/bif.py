@@ -7,11 +7,11 @@ pathfinder and the munin networks and 20 to 27 s each for diabetes and mildew (5
 the example networks dominated the test suite. This module splits the text with regular
 expressions (one per common shape of block, a token loop only for the rest and for wording
 errors) and keeps the numbers as text until numpy converts all of them in one call. It reads
-alarm in 3.4 ms and diabetes in 0.28 s (40 to 4,000 times faster than pgmpy), within 2x of
-pyAgrum's C++ ``loadBN`` on the 17 files of 23 kB and more (0.5x to 1.9x its time, faster on
-the 10 largest). On the 7 smallest files (asia, alarm, ...: 2.4x to 7x) building the
-:class:`DiscreteBN` and checking its tables takes most of the time
-(``benchmarks/bench_bn.py --read``).
+alarm in 2.4 ms and diabetes in 0.29 s (50 to 5,000 times faster than pgmpy), within 2x of
+pyAgrum's C++ ``loadBN`` on 20 of the 24 files (0.5x to 1.9x its time, faster on the 10
+largest). On the four files of one kilobyte (asia, cancer, earthquake, survey: 3.5x to 4.2x,
+under half a millisecond) building the :class:`DiscreteBN` and checking its tables takes most
+of the time (``benchmarks/bench_bn.py --read``).
 
 It is also strict where pgmpy is lenient: a malformed file raises :class:`BIFError`, whose
 message names the file, the line and the column, instead of reading garbage or failing with
