@@ -506,7 +506,8 @@ def _rescale(t: Tensor, log_scale: Tensor) -> tuple[Tensor, Tensor]:
 
 def _observed_columns(bn: DiscreteBN, frame: pd.DataFrame) -> list[str]:
     """The variables observed in at least one row (their columns need indicators)."""
-    return [v for v in bn.variables if v in frame.columns and bool(frame[v].notna().any())]
+    seen = frame.notna().any()  # one pass over the frame, not a Series per column
+    return [v for v in bn.variables if v in seen.index and bool(seen[v])]
 
 
 def _batches(
