@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ppdgm._checks import check_int
 from ppdgm.base import seeded
-from ppdgm.bn.evidence import as_frame, check_columns
+from ppdgm.bn.evidence import as_frame, check_columns, query_variables
 from ppdgm.infer.estimate import Estimate, LogLikelihood, warn_unreliable
 from ppdgm.infer.probe import probe
 from ppdgm.infer.stats import WeightAccumulator
@@ -109,11 +109,7 @@ def importance_posterior(
             weight zero: evidence too rare for ``K`` samples, or impossible).
     """
     check_int("num_samples", num_samples)
-    query = [variables] if isinstance(variables, str) else list(dict.fromkeys(variables))
-    if not query:
-        raise ValueError("no query variables given")
-    for v in query:
-        bn._check_variable(v)
+    query = query_variables(bn, variables)
     frame = as_frame(data)
     check_columns(bn, frame)
     args: tuple[Any, ...] = (frame,)

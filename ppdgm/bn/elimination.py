@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ppdgm.bn.evidence import as_frame, check_columns, encode, indicators
+from ppdgm.bn.evidence import as_frame, check_columns, encode, indicators, query_variables
 from ppdgm.bn.memory import memory_limit, too_large
 from ppdgm.bn.reduced import reduced_query
 
@@ -571,11 +571,7 @@ def posterior(
     chunk_size: int | None = None,
 ) -> dict[str, Tensor]:
     """Posterior marginals of each row (see :meth:`DiscreteBN.posterior`)."""
-    query = [variables] if isinstance(variables, str) else list(dict.fromkeys(variables))
-    if not query:
-        raise ValueError("no query variables given")
-    for v in query:
-        bn._check_variable(v)
+    query = query_variables(bn, variables)
     frame = as_frame(data)
     check_columns(bn, frame)
     observed = _observed_columns(bn, frame)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,6 +20,7 @@ __all__ = [
     "decode",
     "encode",
     "indicators",
+    "query_variables",
     "unknown_states",
 ]
 
@@ -64,6 +65,20 @@ def encode(
             index = bn.derived.get(("index", v), lambda v=v: pd.Index(list(bn.states[v])))
             codes[:, j] = _encode_column(v, frame[v], index)
     return torch.from_numpy(codes)
+
+
+def query_variables(bn: DiscreteBN, variables: Sequence[str] | str) -> list[str]:
+    """The query variables, a name or a sequence of names, in order without repeats.
+
+    Raises:
+        ValueError: for none, or a name that is not a variable of the network.
+    """
+    query = [variables] if isinstance(variables, str) else list(dict.fromkeys(variables))
+    if not query:
+        raise ValueError("no query variables given")
+    for v in query:
+        bn._check_variable(v)
+    return query
 
 
 def check_columns(bn: DiscreteBN, frame: pd.DataFrame) -> None:
