@@ -10,7 +10,7 @@ question in the same process; the answers must agree. Three timings for ppdgm:
 - ``search``: the search memo emptied before every query, so each query runs its own search
   (the graph stays compiled);
 - ``mutable``: the same queries on a plain mutable ``nx.DiGraph`` copy, whose compiled form is
-  kept while its adjacency equals a copy taken when it was compiled (compared at every call);
+  kept in the graph's ``__networkx_cache__`` (which networkx empties when the graph changes);
 
 and networkx's ``is_d_separator`` for reference.
 

@@ -17,13 +17,10 @@ MEMO_SIZE = 65536
 _SETS = frozenset((set, frozenset, list))
 
 _COMPILED: WeakKeyDictionary[nx.DiGraph, CompiledDAG] = WeakKeyDictionary()
-# mutable graphs: the compiled form with a copy of the adjacency it was compiled from, reused
-# while the graph's adjacency still equals the copy (a dict comparison, done in C, is many
-# times cheaper than compiling again)
-_MUTABLE: WeakKeyDictionary[nx.DiGraph, tuple[dict[Hashable, dict[Hashable, Any]], CompiledDAG]]
-_MUTABLE = WeakKeyDictionary()
+#: the key of the compiled form in a mutable graph's ``__networkx_cache__``
+_CACHE_KEY = "ppdgm_compiled_dag"
 # the same, keyed by the identity of what callers pass (a network or a graph): one dict lookup
-_BY_ID: dict[int, tuple[weakref.ref[Any], CompiledDAG]] = {}
+_BY_ID: dict[int, tuple[weakref.ref[Any], CompiledDAG, dict[str, Any] | None]] = {}
 
 
 def network_dag(obj: Any) -> nx.DiGraph | None:
@@ -47,32 +44,32 @@ def as_dag(g: Any) -> nx.DiGraph:
 
 def compiled(g: Any) -> CompiledDAG:
     """The compiled form of ``g``; cached for networks and frozen graphs (dependency graphs),
-    whose structure cannot change, and for a mutable graph as long as its edges are those it
-    was compiled with (checked at every call by comparing its adjacency with a copy)."""
+    whose structure cannot change, and for a mutable graph until it changes: in the graph's
+    ``__networkx_cache__``, which networkx empties at every change made through its methods."""
     hit = _BY_ID.get(id(g))
-    if hit is not None and hit[0]() is g:
+    if hit is not None and hit[0]() is g and (hit[2] is None or hit[2].get(_CACHE_KEY) is hit[1]):
         return hit[1]
     dag = as_dag(g)
+    cache = None
     if not nx.is_frozen(dag):
-        adjacency = dag._succ  # the raw dict of dicts: no view objects
-        kept = _MUTABLE.get(dag)
-        if kept is not None and kept[0] == adjacency:
-            return kept[1]
-        fresh = CompiledDAG(dag)
-        _MUTABLE[dag] = ({u: dict(succ) for u, succ in adjacency.items()}, fresh)
-        return fresh
-    found = _COMPILED.get(dag)
-    if found is None:
-        found = _COMPILED[dag] = CompiledDAG(dag)
+        # networkx (3.3 and later) empties a graph's __networkx_cache__ whenever its methods
+        # change the graph: the compiled form kept there is current while it is there
+        cache = dag.__networkx_cache__
+        found = cache.get(_CACHE_KEY)
+        if found is None:
+            found = cache[_CACHE_KEY] = CompiledDAG(dag)
+    else:
+        found = _COMPILED.get(dag)
+        if found is None:
+            found = _COMPILED[dag] = CompiledDAG(dag)
     key = id(g)
-    _BY_ID[key] = (weakref.ref(g, lambda _, key=key: _BY_ID.pop(key, None)), found)
+    _BY_ID[key] = (weakref.ref(g, lambda _, key=key: _BY_ID.pop(key, None)), found, cache)
     return found
 
 
 def clear_caches() -> None:
     """Forgets every compiled graph and memoized search (for benchmarks measuring cold starts)."""
     _COMPILED.clear()
-    _MUTABLE.clear()
     _BY_ID.clear()
 
 
