@@ -57,6 +57,9 @@ TYPICAL_ROWS = 1024
 SEARCH = 6
 #: The most variables to eliminate for which the randomized tie-breaks are tried.
 SEARCH_UP_TO = 120
+#: Rows times plan cost (entries) from which a query also tries the min-weight order (a few
+#: milliseconds of arithmetic, against as much planning again).
+BOTH_WORK = 5_000_000
 #: Rows times plan cost (entries) from which a query searches for a cheaper plan: a few tenths
 #: of a second of arithmetic, against the search's few hundredths.
 SEARCH_WORK = 50_000_000
@@ -525,20 +528,30 @@ def _batches(
         yield start, chunk.shape[0], lam
 
 
+def _quick_plan(bn: DiscreteBN, evidence: Sequence[str], keep: Sequence[str]) -> Plan:
+    """The min-fill plan of the query, made once per network: what a few rows need."""
+    key = ("plan", frozenset(evidence), tuple(keep))
+    return bn.derived.get(key, lambda: elimination_plan(bn, evidence, keep, order="min-fill"))
+
+
 def _reduce(bn: DiscreteBN, evidence: Sequence[str], keep: Sequence[str]) -> bool:
     """Whether the query takes the road of one reduced problem per row
     (:mod:`ppdgm.bn.reduced`): when the batched plan's arithmetic per row exceeds, by the
     measured rates, the Python work of reducing and solving each row on its own."""
-    key = ("plan", frozenset(evidence), tuple(keep))
-    plan = bn.derived.get(key, lambda: elimination_plan(bn, evidence, keep, search=False))
+    plan = _quick_plan(bn, evidence, keep)
     return plan.cost > REDUCE_PER_VARIABLE * len(bn.variables) or plan.width >= REDUCE_WIDTH
 
 
 def _plan(bn: DiscreteBN, evidence: Sequence[str], keep: Sequence[str], rows: int = 0) -> Plan:
-    """The network's plan for this query, made once: from the deterministic orders first, and
-    searched further (random tie-breaks) once ``rows`` times its cost makes that worth it."""
-    key = ("plan", frozenset(evidence), tuple(keep))
-    plan = bn.derived.get(key, lambda: elimination_plan(bn, evidence, keep, search=False))
+    """The network's plan for this query, made once and improved as the rows make it pay: the
+    min-fill order; the better of min-fill and min-weight once ``rows`` times its cost reaches
+    :data:`BOTH_WORK`; the random tie-breaks too from :data:`SEARCH_WORK`."""
+    key = (frozenset(evidence), tuple(keep))
+    plan = _quick_plan(bn, evidence, keep)
+    if rows * plan.cost >= BOTH_WORK:
+        plan = bn.derived.get(
+            ("both", key), lambda: elimination_plan(bn, evidence, keep, search=False)
+        )
     if rows * plan.cost >= SEARCH_WORK:
         plan = bn.derived.get(("searched", key), lambda: elimination_plan(bn, evidence, keep))
     plan.check_memory(what=f"{bn.name}")
