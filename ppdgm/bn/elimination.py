@@ -534,15 +534,22 @@ def _quick_plan(bn: DiscreteBN, evidence: Sequence[str], keep: Sequence[str]) ->
     return bn.derived.get(key, lambda: elimination_plan(bn, evidence, keep, order="min-fill"))
 
 
-def _reduce(bn: DiscreteBN, evidence: Sequence[str], keep: Sequence[str]) -> bool:
+def _reduce(bn: DiscreteBN, evidence: Sequence[str], keep: Sequence[str], rows: int) -> bool:
     """Whether the query takes the road of one reduced problem per row
     (:mod:`ppdgm.bn.reduced`): when the batched plan's arithmetic per row exceeds, by the
     measured rates, the Python work of reducing and solving each row on its own."""
-    plan = _quick_plan(bn, evidence, keep)
+    plan = _better_plan(bn, evidence, keep, rows)
     return plan.cost > REDUCE_PER_VARIABLE * len(bn.variables) or plan.width >= REDUCE_WIDTH
 
 
 def _plan(bn: DiscreteBN, evidence: Sequence[str], keep: Sequence[str], rows: int = 0) -> Plan:
+    """:func:`_better_plan`, checked against the memory limit."""
+    plan = _better_plan(bn, evidence, keep, rows)
+    plan.check_memory(what=f"{bn.name}")
+    return plan
+
+
+def _better_plan(bn: DiscreteBN, evidence: Sequence[str], keep: Sequence[str], rows: int) -> Plan:
     """The network's plan for this query, made once and improved as the rows make it pay: the
     min-fill order; the better of min-fill and min-weight once ``rows`` times its cost reaches
     :data:`BOTH_WORK`; the random tie-breaks too from :data:`SEARCH_WORK`."""
@@ -554,7 +561,6 @@ def _plan(bn: DiscreteBN, evidence: Sequence[str], keep: Sequence[str], rows: in
         )
     if rows * plan.cost >= SEARCH_WORK:
         plan = bn.derived.get(("searched", key), lambda: elimination_plan(bn, evidence, keep))
-    plan.check_memory(what=f"{bn.name}")
     return plan
 
 
@@ -565,7 +571,7 @@ def log_evidence(
     frame = as_frame(data)
     check_columns(bn, frame)
     observed = _observed_columns(bn, frame)
-    if _reduce(bn, observed, ()):
+    if _reduce(bn, observed, (), len(frame)):
         factor, log_scale = reduced_query(bn, encode(bn, frame))
         return factor.log() + log_scale
     plan = _plan(bn, observed, (), len(frame))
@@ -602,7 +608,7 @@ def posterior(
 def _posterior_kept(
     bn: DiscreteBN, frame: pd.DataFrame, observed: list[str], q: str, chunk_size: int | None
 ) -> Tensor:
-    if _reduce(bn, observed, (q,)):
+    if _reduce(bn, observed, (q,), len(frame)):
         factor, _ = reduced_query(bn, encode(bn, frame), q)
         total = factor.sum(-1, keepdim=True)
         _check_positive(total.squeeze(-1), 0)
