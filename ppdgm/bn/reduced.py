@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ppdgm.bn.evidence import MISSING
 from ppdgm.bn.memory import memory_limit, too_large
+from ppdgm.bn.ordering import greedy_order
 
 if TYPE_CHECKING:
     from ppdgm.bn.network import DiscreteBN
@@ -115,8 +116,6 @@ def _one_row(
     graph.add_nodes_from(free)
     for scope, _ in factors:
         graph.add_edges_from((a, b) for i, a in enumerate(scope) for b in scope[i + 1 :])
-    from ppdgm.bn.elimination import greedy_order
-
     cards = bn.cardinalities
     order = greedy_order(graph, sorted(free - {keep}), cards, "min-fill")
     for x in order:

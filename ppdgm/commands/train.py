@@ -16,6 +16,7 @@ another for the next, and a new zoo model needs no code here.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -276,11 +277,9 @@ def _build_zoo(cls: Any, flags_of_model: argparse.Namespace, dim: int, levels: i
     Raises:
         ValueError: for a setting its parser or the model rejects.
     """
-    data: dict[str, Any] = {}
-    for field in ("dim", "x_dim"):
-        if field in cls.Config.__dataclass_fields__:
-            data[field] = dim
-    if "levels" in cls.Config.__dataclass_fields__:
+    names = {field.name for field in dataclasses.fields(cls.Config)}
+    data: dict[str, Any] = {name: dim for name in ("dim", "x_dim") if name in names}
+    if "levels" in names:
         data["levels"] = levels
         if levels is None:  # continuous data: no logit transform
             data["logit_alpha"] = None
