@@ -186,6 +186,26 @@ def test_unknown_state_of_a_categorical_column(student):
         student.log_prob(rows)
 
 
+def test_an_unhashable_cell_is_an_unknown_state(student):
+    rows = pd.DataFrame({"grade": [["A"], "A", None, ["A"]]})
+    with pytest.raises(ValueError, match=r"state\(s\) \[\['A'\]\] of variable 'grade' in 2"):
+        student.log_prob(rows)
+
+
+def test_whole_numbers_read_as_floats_match_states_named_by_their_text():
+    # a CSV column of numbers with a missing cell is read as floats: 1.0 is the state "1"
+    bn = DiscreteBN(
+        nx.DiGraph([("a", "b")]),
+        {"a": [0.5, 0.5], "b": [[0.9, 0.1], [0.2, 0.8]]},
+        states={"a": ("1", "2"), "b": ("no", "yes")},
+    )
+    floats = pd.DataFrame({"a": [2.0, 1.0, np.nan], "b": ["yes", "no", "yes"]})
+    text = pd.DataFrame({"a": ["2", "1", None], "b": ["yes", "no", "yes"]})
+    assert bn.log_prob(floats).tolist() == bn.log_prob(text).tolist()
+    with pytest.raises(ValueError, match=r"unknown state\(s\) \[1.5\] of variable 'a'"):
+        bn.log_prob(pd.DataFrame({"a": [1.5]}))
+
+
 def test_data_of_the_wrong_type(student):
     with pytest.raises(TypeError, match="DataFrame"):
         student.log_prob([["A", "low"]])

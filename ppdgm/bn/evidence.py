@@ -62,8 +62,8 @@ def encode(
     codes = np.full((len(frame), len(bn.variables)), MISSING, dtype=dtype)
     for j, v in enumerate(bn.variables):
         if v in frame.columns:
-            index = bn.derived.get(("index", v), lambda v=v: pd.Index(list(bn.states[v])))
-            codes[:, j] = _encode_column(v, frame[v], index)
+            lookup = bn.derived.get(("lookup", v), lambda v=v: _lookup(bn.states[v]))
+            codes[:, j] = _encode_column(v, frame[v], bn.states[v], lookup)
     return torch.from_numpy(codes)
 
 
@@ -104,42 +104,82 @@ def unknown_states(bn: DiscreteBN, data: pd.DataFrame | Mapping[str, Any]) -> di
     for v in bn.variables:
         if v in frame.columns:
             column = frame[v]
-            _, bad = _match(column, pd.Index(list(bn.states[v])))
+            _, bad = _match(column, bn.states[v], _lookup(bn.states[v]))
             if bad.any():
-                out[v] = list(dict.fromkeys(column[bad].tolist()))
+                out[v] = _distinct(column[bad].tolist())
     return out
 
 
-def _encode_column(variable: str, column: pd.Series, index: pd.Index) -> np.ndarray:
-    if isinstance(column.dtype, pd.CategoricalDtype) and column.cat.categories.equals(index):
+def _lookup(states: Sequence[Any]) -> dict[Any, int]:
+    return {s: i for i, s in enumerate(states)}
+
+
+def _encode_column(
+    variable: str, column: pd.Series, states: Sequence[Any], lookup: dict[Any, int]
+) -> np.ndarray:
+    if isinstance(column.dtype, pd.CategoricalDtype) and list(column.cat.categories) == list(
+        states
+    ):
         return column.cat.codes.to_numpy()
-    codes, bad = _match(column, index)
+    codes, bad = _match(column, states, lookup)
     if bad.any():
-        shown = list(dict.fromkeys(column[bad].tolist()))[:5]
+        shown = _distinct(column[bad].tolist())[:5]
         raise ValueError(
             f"unknown state(s) {shown} of variable {variable!r} in {int(bad.sum())} row(s); "
-            f"its states are {list(index)}"
+            f"its states are {list(states)}"
         )
     return codes
 
 
-def _match(column: pd.Series, index: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+def _match(
+    column: pd.Series, states: Sequence[Any], lookup: dict[Any, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """The state index of each cell (``MISSING`` where missing) and where a value is unknown.
 
-    A cell matches a state by equality, or by its text when the states are strings.
+    A cell matches a state by equality, or by its text when the states are strings. The column
+    is factorized (one hashing pass in C), so only its distinct values are looked up.
     """
-    codes = index.get_indexer(column).astype(np.int64)
-    if not (codes < 0).any():
-        return codes, np.zeros(len(codes), dtype=bool)
-    missing = column.isna().to_numpy()
-    bad = (codes < 0) & ~missing
-    if bad.any() and all(isinstance(s, str) for s in index):
-        # numbers read from a CSV without types still match states named by their text
-        text = column[bad].map(str)
-        codes[bad] = index.get_indexer(text)
-        bad = (codes < 0) & ~missing
-    codes[missing] = MISSING
+    cells = column.to_numpy()
+    try:
+        first, distinct = pd.factorize(cells, use_na_sentinel=True)
+    except TypeError:  # an unhashable cell (a list): every cell on its own, none of them a state
+        first, distinct = np.arange(len(cells)), cells
+    text = all(isinstance(s, str) for s in states)
+    unknown = -2
+    found = np.empty(len(distinct) + 1, dtype=np.int64)
+    found[-1] = MISSING  # the sentinel -1 indexes the last entry
+    for i, value in enumerate(distinct.tolist()):
+        if pd.api.types.is_scalar(value) and pd.isna(value):  # only in the unhashable case
+            found[i] = MISSING
+            continue
+        j = _find(lookup, value)
+        if j is None and text:
+            # numbers read from a CSV without types still match states named by their text
+            # (a column of whole numbers with missing cells is read as floats: 1.0 is "1")
+            j = lookup.get(str(value))
+            if j is None and isinstance(value, float) and value.is_integer():
+                j = lookup.get(str(int(value)))
+        found[i] = unknown if j is None else j
+    codes = found[first]
+    bad = codes == unknown
+    codes[bad] = MISSING
     return codes, bad
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    """The values in order of appearance without repeats (unhashable ones by equality)."""
+    out: list[Any] = []
+    for x in values:
+        if x not in out:
+            out.append(x)
+    return out
+
+
+def _find(lookup: dict[Any, int], value: Any) -> int | None:
+    try:
+        return lookup.get(value)
+    except TypeError:  # an unhashable cell is no state
+        return None
 
 
 def decode(bn: DiscreteBN, codes: Mapping[str, Tensor]) -> pd.DataFrame:
