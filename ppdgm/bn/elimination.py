@@ -65,9 +65,10 @@ SEARCH_WORK = 50_000_000
 #: Factors of one step beyond which those of equal shape are multiplied first (see
 #: :func:`_pair_order`).
 GREEDY_PAIRS = 8
-#: Batched entries per row that cost as much as one variable's Python work on the reduced road
-#: (about 2 ns an entry against 60 us a variable, measured on the bnlearn networks).
-REDUCE_PER_VARIABLE = 30_000
+#: Batched entries per row that cost as much as one variable's work on the reduced road (about
+#: 3 ns an entry against 10-25 us a variable, measured on the bnlearn networks: from andes, 2,700
+#: entries a variable, batched is 2.4x faster, to diabetes, 27,000, where the roads tie).
+REDUCE_PER_VARIABLE = 10_000
 #: Entries per row of a batched step from which its factors leave the caches and each entry
 #: costs several times more (munin: 4-5 ns an entry against 1-3): the reduced road then wins.
 REDUCE_WIDTH = 500_000
