@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -103,9 +104,6 @@ class DiscreteBN:
     ) -> None:
         if not isinstance(dag, nx.DiGraph):
             raise TypeError(f"dag must be a networkx.DiGraph, not {type(dag).__name__}")
-        if not nx.is_directed_acyclic_graph(dag):
-            cycle = " -> ".join(str(u) for u, _ in nx.find_cycle(dag))
-            raise ValueError(f"the graph has a cycle: {cycle} -> {nx.find_cycle(dag)[0][0]}")
         states = dict(states or {})
         parents = dict(parents or {})
         for label, keys in (("CPT", cpts), ("states", states), ("parents", parents)):
@@ -132,8 +130,7 @@ class DiscreteBN:
                 )
             self._parents[v] = order
 
-        index = {v: i for i, v in enumerate(dag.nodes)}
-        self._variables = tuple(nx.lexicographical_topological_sort(dag, key=index.__getitem__))
+        self._variables = _topological_order(dag, self._parents)
         tables = {v: _as_table(v, cpts[v]) for v in self._variables}
         self._states: dict[str, tuple[Hashable, ...]] = {}
         for v in self._variables:
@@ -144,9 +141,10 @@ class DiscreteBN:
             if len(set(names)) != len(names):
                 raise ValueError(f"variable {v!r} has repeated state names {names}")
             self._states[v] = names
-        for v in self._variables:
-            _check_table(v, tables[v], self._parents[v], self._states)
-        self._cpts = {v: torch.from_numpy(_renormalized(t)) for v, t in tables.items()}
+        self._cpts = {
+            v: torch.from_numpy(_checked_table(v, tables[v], self._parents[v], self._states))
+            for v in self._variables
+        }
         frozen = nx.DiGraph()
         frozen.add_nodes_from(self._variables)
         frozen.add_edges_from((u, v) for v in self._variables for u in self._parents[v])
@@ -542,38 +540,66 @@ def _as_table(variable: str, table: Any) -> np.ndarray:
     return t
 
 
-def _renormalized(table: np.ndarray) -> np.ndarray:
-    """Rows that sum to one only within the tolerance, divided by their sums, so that the network
-    is a distribution; rows already within rounding of one are left bit for bit (idempotent)."""
-    sums = table.sum(-1, keepdims=True)
-    off = np.abs(sums - 1) > 1e-12
-    return np.where(off, table / sums, table) if off.any() else table
+def _topological_order(dag: nx.DiGraph, parents: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """The variables in topological order, ties broken by the graph's node order (as
+    ``nx.lexicographical_topological_sort`` with that key, in one pass that also finds cycles).
+
+    Raises:
+        ValueError: naming a cycle of the graph.
+    """
+    index = {v: i for i, v in enumerate(dag.nodes)}
+    waiting = {v: len(ps) for v, ps in parents.items()}
+    children: dict[str, list[str]] = {v: [] for v in index}
+    for v, ps in parents.items():
+        for u in ps:
+            children[u].append(v)
+    ready = [(index[v], v) for v, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, v = heapq.heappop(ready)
+        order.append(v)
+        for c in children[v]:
+            waiting[c] -= 1
+            if waiting[c] == 0:
+                heapq.heappush(ready, (index[c], c))
+    if len(order) < len(index):
+        cycle = [u for u, _ in nx.find_cycle(dag)]
+        raise ValueError(f"the graph has a cycle: {' -> '.join(map(str, [*cycle, cycle[0]]))}")
+    return tuple(order)
 
 
-def _check_table(
+def _checked_table(
     variable: str,
     table: np.ndarray,
     parents: tuple[str, ...],
     states: Mapping[str, tuple[Hashable, ...]],
-) -> None:
-    expected = (*tuple(len(states[u]) for u in parents), len(states[variable]))
-    if tuple(table.shape) != expected:
+) -> np.ndarray:
+    """The table, checked (shape, finite, non-negative, rows summing to one within
+    :data:`CPT_TOLERANCE`), with rows that sum to one only within the tolerance divided by their
+    sums so that the network is a distribution; rows already within rounding of one are left
+    bit for bit (idempotent). A valid table costs three reductions; the others only an error."""
+    expected = (*(len(states[u]) for u in parents), len(states[variable]))
+    if table.shape != expected:
         axes = ", ".join(f"{u}={len(states[u])}" for u in (*parents, variable))
         raise ValueError(
             f"CPT of {variable!r} has shape {tuple(table.shape)}, expected {expected} "
             f"(axes: {axes})"
         )
-    if not np.isfinite(table).all():
-        raise ValueError(f"CPT of {variable!r} has non-finite entries")
-    if (table < 0).any():
-        raise ValueError(f"CPT of {variable!r} has negative entries (min {table.min():g})")
-    sums = table.sum(-1)
+    sums = table.sum(-1, keepdims=True)
     error = np.abs(sums - 1)
-    if error.size and error.max() > CPT_TOLERANCE:
-        worst = np.unravel_index(int(error.argmax()), sums.shape) if sums.ndim else ()
+    # NaN compares false: a non-finite entry makes a sum NaN or infinite and fails here too
+    if not (table.min() >= 0 and error.max() <= CPT_TOLERANCE):
+        if not np.isfinite(table).all():
+            raise ValueError(f"CPT of {variable!r} has non-finite entries")
+        if (table < 0).any():
+            raise ValueError(f"CPT of {variable!r} has negative entries (min {table.min():g})")
+        worst = np.unravel_index(int(error.argmax()), error.shape[:-1]) if parents else ()
         where = ", ".join(f"{u}={states[u][i]}" for u, i in zip(parents, worst, strict=True))
         raise ValueError(
             f"CPT of {variable!r} does not sum to one over {variable!r}: the row "
-            f"{('given ' + where) if where else ''} sums to {float(sums[tuple(worst)]):.6g} "
+            f"{('given ' + where) if where else ''} sums to {float(sums[tuple(worst)][0]):.6g} "
             f"(tolerance {CPT_TOLERANCE:g})"
         )
+    off = error > 1e-12
+    return np.where(off, table / sums, table) if off.any() else table
