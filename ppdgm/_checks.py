@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ContractError", "check_int"]
+__all__ = ["ContractError", "RankFailed", "check_int"]
 
 
 class ContractError(TypeError):
     """A model that lacks what the toolkit needs of it (the message names the missing methods)."""
+
+
+class RankFailed(RuntimeError):
+    """Another process of a distributed run failed or went away (see
+    :mod:`ppdgm.training.distributed`)."""
 
 
 def check_int(name: str, value: Any, least: int = 1) -> int:

@@ -16,7 +16,9 @@ another for the next, and a new zoo model needs no code here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import math
 import os
@@ -288,7 +290,19 @@ def _build_zoo(cls: Any, flags_of_model: argparse.Namespace, dim: int, levels: i
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    """Trains the model and prints where its files went."""
+    """Trains the model and prints where its files went; under ``torchrun``, as one process of
+    a data-parallel run (rank 0 prints and writes)."""
+    if args.help:
+        return _show_help(args)
+    from ppdgm.training.distributed import joined_from_environment
+
+    with joined_from_environment(cuda=str(args.device).startswith("cuda")) as where:
+        quiet = contextlib.redirect_stdout(io.StringIO())
+        with contextlib.nullcontext() if where.writer else quiet:
+            return _run_fit(args, where.writer)
+
+
+def _run_fit(args: argparse.Namespace, writer: bool) -> int:
     import torch
 
     from ppdgm.base import PROGRAM, model_kind
@@ -298,8 +312,6 @@ def run_fit(args: argparse.Namespace) -> int:
     from ppdgm.source import load_source
     from ppdgm.training.loop import fit, retain_freed_memory
 
-    if args.help:
-        return _show_help(args)
     if not args.model:
         raise ValueError("name the MODEL to train (ppdgm fit --help lists them)")
     source = _is_source(args.model)
@@ -390,7 +402,7 @@ def run_fit(args: argparse.Namespace) -> int:
     from ppdgm.training.plots import save_vae_pictures
 
     files = list(result.files)
-    if not source and family == "vae" and result.history and valid is not None:
+    if writer and not source and family == "vae" and result.history and valid is not None:
         files += save_vae_pictures(model, valid[:2000], out, seed=args.seed)
     print("wrote: " + ", ".join(dict.fromkeys(str(p) for p in files)))  # once each
     return 0

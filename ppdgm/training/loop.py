@@ -58,6 +58,14 @@ from ppdgm.training.checkpoint import (
     same_model,
     save_checkpoint,
 )
+from ppdgm.training.distributed import (
+    Group,
+    broadcast_parameters,
+    current_group,
+    shard,
+    sum_gradients,
+    sum_values,
+)
 from ppdgm.training.plots import picture_samples, save_learning_curves, save_sample_grid
 
 __all__ = [
@@ -285,6 +293,13 @@ def fit(
         plots: draw the pictures (needs ``out_dir``).
         data: a description of the data, kept in the checkpoints (``ppdgm evaluate`` uses it).
 
+    In a ``torch.distributed`` process group (``torchrun``), every process calls ``fit`` with
+    the same arguments and the run is data parallel: ``batch_size`` is the global minibatch,
+    each process takes its block of it, the gradients are summed, validation is sharded by rows,
+    and rank 0 alone writes ``out_dir`` and shows progress (see
+    :mod:`ppdgm.training.distributed`). A deterministic objective gives the parameters of one
+    process, to float rounding.
+
     Raises:
         TypeError: for a model of neither kind (the message names the missing methods).
         ValueError: for bad settings or data (see the model's ``check``), a ``resume`` whose
@@ -345,16 +360,20 @@ def fit(
     with torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(seed)
         pyro_params = _preflight(model, kind, sample_rows, valid is not None)
+    where = current_group()
+    if where.parallel:  # every process starts from rank 0's parameters
+        broadcast_parameters([*model.parameters(), *model.buffers(), *pyro_params.values()])
     optimizer = adam([*model.parameters(), *pyro_params.values()], lr=lr, weight_decay=weight_decay)
     state: dict[str, Any] = {"history": [], "best": math.inf, "best_epoch": None, "bad": 0}
     best_state = None
+    writes = out is not None and where.writer  # other processes of a run write nothing
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        if writes:
+            out.mkdir(parents=True, exist_ok=True)
         if resume:
             state, best_state = _resume(model, pyro_params, optimizer, out, settings)
+        if writes:
             _rewrite_metrics(out / "metrics.jsonl", state["history"])
-        else:
-            _rewrite_metrics(out / "metrics.jsonl", [])
 
     history: list[dict[str, Any]] = state["history"]
     start = len(history)
@@ -363,46 +382,51 @@ def fit(
     bar = tqdm(
         total=epochs * steps_per_epoch,
         initial=min(start, epochs) * steps_per_epoch,
-        disable=not progress,
+        disable=not progress or not where.writer,
         unit="batch",
         dynamic_ncols=True,
     )
     began = time.perf_counter()
-    work = batch_size * sum(p.numel() for p in optimizer.param_groups[0]["params"])
+    trained = optimizer.param_groups[0]["params"]
+    work = batch_size // where.size * sum(p.numel() for p in trained)
     with torch.random.fork_rng(devices=_rng_devices(device)), bar, work_threads(work):
         for epoch in range(start, epochs):
             if stopped:
                 break
-            torch.manual_seed(seed * 1_000_003 + epoch)
+            torch.manual_seed(seed * 1_000_003 + epoch + where.rank * RANK_STREAMS)
             for group in optimizer.param_groups:
                 group["lr"] = lr * lr_decay**epoch
             tick = time.perf_counter()
             model.train()
             total = torch.zeros((), dtype=torch.float64, device=device)
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
-            for b, batch in enumerate(batches(train, batch_size, seed=seed, epoch=epoch)):
+            for b, whole in enumerate(batches(train, batch_size, seed=seed, epoch=epoch)):
                 step = epoch * steps_per_epoch + b
-                try:
-                    with values_checked(), autocast():  # train was checked in full above
-                        loss = objective(model, batch, step)
-                except NaNLogDensity as e:  # the parameters diverged at the last step
-                    _check_finite(torch.tensor(math.nan), epoch, step, out, cause=str(e))
-                    raise
+                batch = shard(whole, where) if where.parallel else whole
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if num_rows(batch):  # a process may get no rows of a short last minibatch
+                    try:
+                        with values_checked(), autocast():  # train was checked in full above
+                            loss = objective(model, batch, step)
+                    except NaNLogDensity as e:  # the parameters diverged at the last step
+                        _check_finite(torch.tensor(math.nan), epoch, step, out, cause=str(e))
+                        raise
+                    # this block's share of the minibatch's mean: summed over the processes,
+                    # the gradients are those of the whole minibatch
+                    (loss * (num_rows(batch) / num_rows(whole))).backward()
+                    total += loss.detach() * num_rows(batch)
+                if where.parallel:
+                    sum_gradients(trained)
                 optimizer.step()
-                total += loss.detach() * num_rows(batch)
                 bar.update()
                 if b % 20 == 0:
                     _check_finite(loss, epoch, step, out)
                     bar.set_postfix(_postfix(float(loss.detach()), history), refresh=False)
-            entry: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "train_loss": float(total) / num_rows(train),
-            }
+            summed = sum_values([float(total)])[0] if where.parallel else float(total)
+            entry: dict[str, Any] = {"epoch": epoch + 1, "train_loss": summed / num_rows(train)}
             _check_finite(torch.tensor(entry["train_loss"]), epoch, step, out)
             if valid is not None:
-                scores = evaluate(model, valid, batch_size=batch_size)
+                scores = _evaluate_in(where, model, valid, batch_size=batch_size)
                 entry["valid_nll"] = scores["nll"]
                 entry["valid_bits_per_dim"] = scores["bits_per_dim"]
                 if scores["bound"] != "exact":
@@ -410,7 +434,8 @@ def fit(
                 if valid_samples is not None:
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always", UnreliableWeightsWarning)
-                        iwae = evaluate(
+                        iwae = _evaluate_in(
+                            where,
                             model,
                             valid,
                             batch_size=batch_size,
@@ -431,7 +456,7 @@ def fit(
             entry["seconds"] = time.perf_counter() - tick
             history.append(entry)
             bar.set_postfix(_postfix(entry["train_loss"], history), refresh=True)
-            if out is not None:
+            if writes:
                 extra = {
                     "data": data or {},
                     "settings": settings,
@@ -451,14 +476,16 @@ def fit(
                     state={k: v for k, v in state.items() if k != "history"},
                 )
             stopped = patience is not None and state["bad"] >= patience
-            if max_seconds is not None and time.perf_counter() - began >= max_seconds:
-                break
+            if max_seconds is not None:
+                late = float(time.perf_counter() - began >= max_seconds)
+                if (sum_values([late])[0] if where.parallel else late) > 0:  # all stop together
+                    break
     seconds = time.perf_counter() - began
     if valid is not None and best_state is not None:
         _restore(model, pyro_params, best_state)
     model.eval()
     files: list[Path] = []
-    if out is not None and history:
+    if writes and history:
         files += [out / "best.pt", out / "last.pt", out / "metrics.jsonl"]
         if plots:
             name = type(model).__name__
@@ -477,6 +504,26 @@ def fit(
         out_dir=out,
         files=files,
     )
+
+
+#: The offset of each rank's random stream during training (rank 0's is that of one process).
+RANK_STREAMS = 1_000_000_007
+
+
+def _evaluate_in(where: Group, model: nn.Module, x: Batch, **kwargs: Any) -> dict[str, Any]:
+    """:func:`evaluate` of the rows of ``x``, each process scoring its block of them."""
+    if not where.parallel:
+        return evaluate(model, x, **kwargs)
+    mine = evaluate(model, shard(x, where), **kwargs)
+    n = num_rows(x)
+    total, variance = -mine["nll"] * mine["rows"], (mine.get("stderr", 0.0) * mine["rows"]) ** 2
+    total, variance = sum_values([total, variance])
+    dim = math.prod(first_tensor(x).shape[1:])
+    out = {**mine, "rows": n, "nll": -total / max(n, 1)}
+    out["bits_per_dim"] = out["nll"] / (dim * math.log(2))
+    if "stderr" in mine:
+        out["stderr"] = math.sqrt(variance) / max(n, 1)
+    return out
 
 
 def _rng_devices(device: torch.device) -> list[Any]:

@@ -1,0 +1,169 @@
+"""Data-parallel training and evaluation over processes with ``torch.distributed``.
+
+Processes are launched by ``torchrun`` (one machine or several, rendezvous ``c10d``); each runs
+the same ``fit``. :func:`fit <ppdgm.training.loop.fit>` finds an initialised process group
+(:func:`current_group`) and then:
+
+- every process draws the same shuffle of each epoch (seeded by ``(seed, epoch)``) and takes
+  its contiguous block of every global minibatch (:func:`shard`): ``batch_size`` is the
+  global minibatch, whatever the number of processes;
+- each process's loss is its block's mean weighted by its share of the minibatch's rows, and
+  the gradients are summed over processes (:func:`sum_gradients`, one ``all_reduce`` of a flat
+  buffer), so every process applies the gradient of the whole minibatch's mean: a
+  deterministic objective gives the parameters of one process, to float rounding;
+- the parameters start equal (:func:`broadcast_parameters` from rank 0), and torch's random
+  stream during training is seeded per rank (sampling noise, such as SVI's guide draws,
+  differs between processes, as it would between minibatch rows);
+- validation scores each process's block of rows and sums the totals (:func:`sum_values`);
+- rank 0 alone writes checkpoints, metrics and pictures and shows the progress bar.
+
+The gradients are summed with ``all_reduce`` rather than through ``DistributedDataParallel``:
+DDP wraps a module's ``forward``, and a Pyro program's parameters and entry points (``model``,
+``guide``, ``pyro.param`` sites outside any module) are not a ``forward``. One all-reduce per
+step of every gradient, flattened into one buffer, is what DDP's buckets do for a model this
+size.
+
+The command line joins the group that ``torchrun`` describes in the environment
+(:func:`joined_from_environment`): gloo on the CPU, NCCL for CUDA models.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from ppdgm._checks import RankFailed
+from ppdgm.batch import Batch, num_rows, select_rows
+
+__all__ = [
+    "Group",
+    "RankFailed",
+    "broadcast_parameters",
+    "current_group",
+    "joined_from_environment",
+    "shard",
+    "sum_gradients",
+    "sum_values",
+]
+
+#: How long a collective waits for the other processes before the run stops (a failed peer).
+TIMEOUT = datetime.timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Group:
+    """The processes of a run: this one's ``rank`` among ``size``."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def writer(self) -> bool:
+        """Whether this process writes files and shows progress (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def parallel(self) -> bool:
+        """Whether there is more than one process."""
+        return self.size > 1
+
+
+def current_group() -> Group:
+    """The initialised default process group, or a group of this process alone."""
+    if dist.is_available() and dist.is_initialized():
+        return Group(dist.get_rank(), dist.get_world_size())
+    return Group()
+
+
+def shard(batch: Batch, where: Group) -> Batch:
+    """This process's contiguous block of the rows of a global minibatch (blocks differ in size
+    by at most one row; a process may get none when the minibatch has fewer rows than there
+    are processes).
+
+    Example:
+        >>> x = torch.arange(5)
+        >>> [shard(x, Group(r, 2)).tolist() for r in range(2)]
+        [[0, 1, 2], [3, 4]]
+    """
+    n = num_rows(batch)
+    start, stop = _block(n, where)
+    return select_rows(batch, slice(start, stop))
+
+
+def _block(n: int, where: Group) -> tuple[int, int]:
+    base, extra = divmod(n, where.size)
+    start = where.rank * base + min(where.rank, extra)
+    return start, start + base + (where.rank < extra)
+
+
+def broadcast_parameters(tensors: Sequence[Tensor]) -> None:
+    """Sets every process's ``tensors`` (parameters and buffers) to rank 0's."""
+    with _collective("broadcasting the parameters"), torch.no_grad():
+        for t in tensors:
+            dist.broadcast(t.data, src=0)
+
+
+def sum_gradients(params: Sequence[Tensor]) -> None:
+    """Sums each parameter's gradient over the processes (a missing gradient counts as zero),
+    in one ``all_reduce`` of a flat buffer."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    with _collective("summing the gradients"):
+        dist.all_reduce(flat)
+    offset = 0
+    for p, g in zip(params, grads, strict=True):
+        n = g.numel()
+        p.grad = flat[offset : offset + n].view_as(p).to(p.dtype)
+        offset += n
+
+
+def sum_values(values: Sequence[float], device: torch.device | None = None) -> list[float]:
+    """Each value summed over the processes (float64)."""
+    t = torch.tensor(list(values), dtype=torch.float64, device=device)
+    with _collective("summing the validation scores"):
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+@contextlib.contextmanager
+def _collective(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (RuntimeError, dist.DistBackendError) as e:  # a peer died or timed out
+        cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RankFailed(
+            f"another process of the run failed or stopped while {what} ({cause}); the last "
+            "checkpoint written by rank 0 is intact: fix the cause and resume the run"
+        ) from e
+
+
+def launched_by_torchrun() -> bool:
+    """Whether the environment describes a process of a ``torchrun`` launch."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+@contextlib.contextmanager
+def joined_from_environment(cuda: bool = False) -> Iterator[Group]:
+    """Joins the process group ``torchrun`` describes (``RANK``, ``WORLD_SIZE``, ...) for the
+    duration, gloo on the CPU or NCCL with ``cuda`` (each process on the GPU of its
+    ``LOCAL_RANK``); outside ``torchrun``, or in a group already, does nothing."""
+    if not launched_by_torchrun() or (dist.is_available() and dist.is_initialized()):
+        yield current_group()
+        return
+    backend = "nccl" if cuda else "gloo"
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend, timeout=TIMEOUT)
+    try:
+        yield current_group()
+    finally:
+        dist.destroy_process_group()

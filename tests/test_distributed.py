@@ -1,0 +1,152 @@
+"""Data-parallel training on torch.distributed: processes on loopback with gloo, launched by
+``torchrun`` (the command line) or by hand as a user's script does (``fit`` finds the group).
+
+FVSBN's objective is deterministic, so two processes must reach one process's parameters; a
+VAE's guide draws differ per rank, so there the ranks must agree with each other exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ppdgm.training.distributed import Group, shard
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+#: one thread a process: two processes share the two cores
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PPDGM_THREADS": "1"}
+
+
+def test_the_shards_of_a_minibatch_are_its_rows_in_order() -> None:
+    for n in range(0, 12):
+        for size in (1, 2, 3, 5):
+            x = torch.arange(n)
+            parts = [shard(x, Group(r, size)) for r in range(size)]
+            assert torch.cat(parts).tolist() == list(range(n))
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    rows = {"x": torch.arange(5), "y": torch.arange(5) * 10}  # rows that go together
+    part = shard(rows, Group(1, 2))
+    assert part["x"].tolist() == [3, 4] and part["y"].tolist() == [30, 40]
+
+
+def fit_command(out: Path, processes: int, *extra: str) -> subprocess.CompletedProcess:
+    ppdgm = ["-m", "ppdgm", "fit", "fvsbn", "--data", "digits", "--batch-size", "100"]
+    ppdgm += ["--out", str(out), "--no-progress", *extra]
+    launch = [sys.executable]
+    if processes > 1:
+        launch += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    return subprocess.run(
+        launch + ppdgm, env=ENV, capture_output=True, text=True, timeout=240, check=False
+    )
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_two_processes_reach_the_parameters_of_one(tmp_path: Path) -> None:
+    one = fit_command(tmp_path / "one", 1, "--epochs", "2")
+    two = fit_command(tmp_path / "two", 2, "--epochs", "2")
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stderr
+    for a, b in zip(
+        weights(tmp_path / "one/last.pt").values(),
+        weights(tmp_path / "two/last.pt").values(),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    nll = [
+        [
+            json.loads(line)["valid_nll"]
+            for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        ]
+        for run in ("one", "two")
+    ]
+    assert len(nll[1]) == 2 and nll[0] == pytest.approx(nll[1], abs=1e-4)
+    # rank 0 alone printed and wrote
+    assert two.stdout.count("wrote:") == 1
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
+        p.name for p in (tmp_path / "one").iterdir()
+    )
+    # resumed by another number of processes: the run of one process throughout
+    again = fit_command(tmp_path / "two", 1, "--epochs", "3", "--resume")
+    three = fit_command(tmp_path / "one", 2, "--epochs", "3", "--resume")
+    assert again.returncode == 0 and three.returncode == 0, again.stderr + three.stderr
+    for a, b in zip(
+        weights(tmp_path / "one/last.pt").values(),
+        weights(tmp_path / "two/last.pt").values(),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_workers(
+    model: str, out: Path, *extra: str, processes: int = 2, **env_extra: str
+) -> list[subprocess.CompletedProcess]:
+    port = str(free_port())
+    procs = []
+    for rank in range(processes):
+        env = {**ENV, "RANK": str(rank), "WORLD_SIZE": str(processes), "LOCAL_RANK": str(rank)}
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, **env_extra)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(WORKER), model, str(out), *extra],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    done = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=240)
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    return done
+
+
+@pytest.mark.parametrize("model", ["vae", "params"])
+def test_the_ranks_of_a_user_program_hold_the_same_parameters(tmp_path: Path, model: str) -> None:
+    runs = run_workers(model, tmp_path)
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr + runs[1].stderr
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert ranks[0].keys() == ranks[1].keys() and ranks[0]
+    for k in ranks[0]:
+        assert torch.equal(ranks[0][k], ranks[1][k]), k
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    nll = [[e["valid_nll"] for e in report["history"]] for report in reports]
+    assert len(nll[0]) == 2 and nll[0] == nll[1]  # validation is one sum over the processes
+    assert reports[0]["files"] and not reports[1]["files"]  # rank 1 wrote nothing
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "best.pt",
+        "last.pt",
+        "metrics.jsonl",
+        "rank0.pt",
+        "rank1.pt",
+        "rank0.json",
+        "rank1.json",
+    }
+
+
+def test_a_failed_rank_stops_the_run_and_the_checkpoint_resumes(tmp_path: Path) -> None:
+    runs = run_workers("fvsbn", tmp_path, "2")  # rank 1 dies at the start of epoch 2
+    assert runs[1].returncode == 3
+    assert runs[0].returncode != 0
+    assert "another process of the run failed" in runs[0].stderr
+    kept = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert kept["epoch"] == 1
+    # resume with the same processes: the epoch is redone and the run finishes
+    runs = run_workers("fvsbn", tmp_path, RESUME="1")
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 2
