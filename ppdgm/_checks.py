@@ -13,7 +13,7 @@ class ContractError(TypeError):
 
 class RankFailed(RuntimeError):
     """Another process of a distributed run failed or went away (see
-    :mod:`ppdgm.training.distributed`)."""
+    :mod:`ppdgm.distributed`)."""
 
 
 def check_int(name: str, value: Any, least: int = 1) -> int:

@@ -294,12 +294,18 @@ def run_fit(args: argparse.Namespace) -> int:
     a data-parallel run (rank 0 prints and writes)."""
     if args.help:
         return _show_help(args)
-    from ppdgm.training.distributed import joined_from_environment
+    return _as_one_of_the_processes(args, _run_fit)
+
+
+def _as_one_of_the_processes(args: argparse.Namespace, run: Any) -> int:
+    """``run(args, writer)`` in the process group ``torchrun`` describes, if any (see
+    :mod:`ppdgm.distributed`); only rank 0 (the writer) prints."""
+    from ppdgm.distributed import joined_from_environment
 
     with joined_from_environment(cuda=str(args.device).startswith("cuda")) as where:
         quiet = contextlib.redirect_stdout(io.StringIO())
         with contextlib.nullcontext() if where.writer else quiet:
-            return _run_fit(args, where.writer)
+            return int(run(args, where.writer))
 
 
 def _run_fit(args: argparse.Namespace, writer: bool) -> int:
@@ -436,7 +442,12 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Prints the NLL (exact, or bounds) of the checkpoint on a split, or one JSON object."""
+    """Prints the NLL (exact, or bounds) of the checkpoint on a split, or one JSON object;
+    under ``torchrun``, the rows are shared out to the processes (rank 0 prints)."""
+    return _as_one_of_the_processes(args, _run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace, writer: bool) -> int:
     import torch
 
     from ppdgm.base import DENSITY, model_kind
@@ -491,7 +502,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         samples = list(sizes(args.samples))
     except ValueError as e:
         raise ValueError(f"--samples {e}") from None
-    estimates, notes = bounds(model, x, samples, rows_per_pass=args.batch_size)
+    estimates, notes = bounds(model, x, samples, rows_per_pass=args.batch_size, seed=args.seed)
     results = []
     for label, estimate in estimates.items():
         n = max(len(estimate), 1)

@@ -327,13 +327,24 @@ class LogLikelihood:
 
 
 def bounds(
-    model: Any, x: Any, samples: Sequence[int], rows_per_pass: int = 100
+    model: Any,
+    x: Any,
+    samples: Sequence[int],
+    rows_per_pass: int = 100,
+    *,
+    seed: int | None = None,
 ) -> tuple[dict[str, Estimate], list[str]]:
     """The ELBO (with the largest ``K`` of ``samples``) and the importance-weighted bounds with
     each ``K`` of ``samples``, per row of ``x`` (a tensor, or a tuple or dict of tensors, see
     :mod:`ppdgm.batch`), of a module with Pyro programs ``model`` and ``guide``, by label
     (``"ELBO (K samples)"``, ``"IWAE K=k"``); and the labels whose importance weights were
     flagged as unreliable (:class:`UnreliableWeightsWarning`, caught here).
+
+    With ``seed``, each pass of ``rows_per_pass`` rows draws from a stream seeded by ``(seed,
+    estimate, pass)``, so a row's numbers do not depend on what else is scored. In a
+    ``torch.distributed`` group (every process calling with the same arguments), the passes are
+    dealt out to the processes and the estimates gathered: with ``seed``, the per-row numbers
+    of one process exactly.
 
     Example:
         >>> from ppdgm.models import VAE
@@ -343,23 +354,35 @@ def bounds(
         ['ELBO (10 samples)', 'IWAE K=1', 'IWAE K=10']
     """
     from ppdgm.batch import as_arguments, check_rows, split_rows
+    from ppdgm.distributed import current_group, gather
 
     check = getattr(model, "check", None)
     x = check(x) if check is not None and isinstance(x, Tensor) else check_rows(x, "x")
+    where = current_group()
     found: dict[str, Estimate] = {}
     methods = [("elbo", max(samples))] + [("importance", k) for k in samples]
     notes = []
-    for method, k in methods:
+    for m, (method, k) in enumerate(methods):
         estimator = LogLikelihood(model.model, model.guide, method=method, num_samples=k)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UnreliableWeightsWarning)
-            parts = []
-            for chunk in split_rows(x, rows_per_pass):
+            parts = {}
+            for i, chunk in enumerate(split_rows(x, rows_per_pass)):
+                if i % where.size != where.rank:
+                    continue
                 args, kwargs = as_arguments(chunk)
-                parts.append(estimator(*args, **kwargs))
+                with torch.random.fork_rng(enabled=seed is not None, devices=[]):
+                    if seed is not None:
+                        torch.manual_seed((seed * 1_000_003 + m) * 1_000_003 + i)
+                    parts[i] = estimator(*args, **kwargs)
+        unreliable = any(issubclass(w.category, UnreliableWeightsWarning) for w in caught)
+        if where.parallel:
+            shares = gather((parts, unreliable))
+            parts = {i: e for share, _ in shares for i, e in share.items()}
+            unreliable = any(flag for _, flag in shares)
         label = f"ELBO ({k} samples)" if method == "elbo" else f"IWAE K={k}"
-        found[label] = Estimate.concat(parts)
-        if any(issubclass(w.category, UnreliableWeightsWarning) for w in caught):
+        found[label] = Estimate.concat([parts[i] for i in sorted(parts)])
+        if unreliable:
             notes.append(label)
     return found, notes
 

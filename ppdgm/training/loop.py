@@ -44,6 +44,13 @@ from ppdgm.batch import (
     split_rows,
 )
 from ppdgm.data import batches
+from ppdgm.distributed import (
+    broadcast_parameters,
+    current_group,
+    shard,
+    sum_gradients,
+    sum_values,
+)
 from ppdgm.infer.estimate import Estimate, LogLikelihood, UnreliableWeightsWarning
 from ppdgm.infer.params import load_program_params, program_params
 from ppdgm.infer.probe import probe
@@ -57,14 +64,6 @@ from ppdgm.training.checkpoint import (
     read_checkpoint,
     same_model,
     save_checkpoint,
-)
-from ppdgm.training.distributed import (
-    Group,
-    broadcast_parameters,
-    current_group,
-    shard,
-    sum_gradients,
-    sum_values,
 )
 from ppdgm.training.plots import picture_samples, save_learning_curves, save_sample_grid
 
@@ -157,6 +156,28 @@ def evaluate(
         >>> evaluate(model, torch.ones(3, 4))
         {'rows': 3, 'nll': 2.772588..., 'bits_per_dim': 1.0, 'bound': 'exact'}
     """
+    where = current_group()
+    if not where.parallel:
+        return _evaluate_here(model, x, batch_size, method=method, num_samples=num_samples)
+    x = check_rows(x, "x")
+    mine = _evaluate_here(
+        model, shard(x, where), batch_size, method=method, num_samples=num_samples
+    )
+    n = num_rows(x)
+    total, variance = -mine["nll"] * mine["rows"], (mine.get("stderr", 0.0) * mine["rows"]) ** 2
+    total, variance = sum_values([total, variance])
+    dim = math.prod(first_tensor(x).shape[1:])
+    out = {**mine, "rows": n, "nll": -total / max(n, 1)}
+    out["bits_per_dim"] = out["nll"] / (dim * math.log(2))
+    if "stderr" in mine:
+        out["stderr"] = math.sqrt(variance) / max(n, 1)
+    return out
+
+
+@torch.no_grad()
+def _evaluate_here(
+    model: nn.Module, x: Batch, batch_size: int, *, method: str, num_samples: int
+) -> dict[str, Any]:
     kind = model_kind(model)
     x = check_rows(x, "x")
     first = next(model.parameters(), None)
@@ -297,7 +318,7 @@ def fit(
     the same arguments and the run is data parallel: ``batch_size`` is the global minibatch,
     each process takes its block of it, the gradients are summed, validation is sharded by rows,
     and rank 0 alone writes ``out_dir`` and shows progress (see
-    :mod:`ppdgm.training.distributed`). A deterministic objective gives the parameters of one
+    :mod:`ppdgm.distributed`). A deterministic objective gives the parameters of one
     process, to float rounding.
 
     Raises:
@@ -426,7 +447,7 @@ def fit(
             entry: dict[str, Any] = {"epoch": epoch + 1, "train_loss": summed / num_rows(train)}
             _check_finite(torch.tensor(entry["train_loss"]), epoch, step, out)
             if valid is not None:
-                scores = _evaluate_in(where, model, valid, batch_size=batch_size)
+                scores = evaluate(model, valid, batch_size=batch_size)
                 entry["valid_nll"] = scores["nll"]
                 entry["valid_bits_per_dim"] = scores["bits_per_dim"]
                 if scores["bound"] != "exact":
@@ -434,8 +455,7 @@ def fit(
                 if valid_samples is not None:
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always", UnreliableWeightsWarning)
-                        iwae = _evaluate_in(
-                            where,
+                        iwae = evaluate(
                             model,
                             valid,
                             batch_size=batch_size,
@@ -508,22 +528,6 @@ def fit(
 
 #: The offset of each rank's random stream during training (rank 0's is that of one process).
 RANK_STREAMS = 1_000_000_007
-
-
-def _evaluate_in(where: Group, model: nn.Module, x: Batch, **kwargs: Any) -> dict[str, Any]:
-    """:func:`evaluate` of the rows of ``x``, each process scoring its block of them."""
-    if not where.parallel:
-        return evaluate(model, x, **kwargs)
-    mine = evaluate(model, shard(x, where), **kwargs)
-    n = num_rows(x)
-    total, variance = -mine["nll"] * mine["rows"], (mine.get("stderr", 0.0) * mine["rows"]) ** 2
-    total, variance = sum_values([total, variance])
-    dim = math.prod(first_tensor(x).shape[1:])
-    out = {**mine, "rows": n, "nll": -total / max(n, 1)}
-    out["bits_per_dim"] = out["nll"] / (dim * math.log(2))
-    if "stderr" in mine:
-        out["stderr"] = math.sqrt(variance) / max(n, 1)
-    return out
 
 
 def _rng_devices(device: torch.device) -> list[Any]:

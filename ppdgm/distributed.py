@@ -15,6 +15,9 @@ the same ``fit``. :func:`fit <ppdgm.training.loop.fit>` finds an initialised pro
   stream during training is seeded per rank (sampling noise, such as SVI's guide draws,
   differs between processes, as it would between minibatch rows);
 - validation scores each process's block of rows and sums the totals (:func:`sum_values`);
+  the estimates of :func:`ppdgm.estimate.bounds` are made chunk by chunk, each chunk on one
+  process with a seed of its own, and gathered (:func:`gather`): the per-row numbers of one
+  process, exactly;
 - rank 0 alone writes checkpoints, metrics and pictures and shows the progress bar.
 
 The gradients are summed with ``all_reduce`` rather than through ``DistributedDataParallel``:
@@ -34,6 +37,7 @@ import datetime
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -47,11 +51,14 @@ __all__ = [
     "RankFailed",
     "broadcast_parameters",
     "current_group",
+    "gather",
     "joined_from_environment",
     "shard",
     "sum_gradients",
     "sum_values",
 ]
+
+T = TypeVar("T")
 
 #: How long a collective waits for the other processes before the run stops (a failed peer).
 TIMEOUT = datetime.timedelta(minutes=10)
@@ -132,6 +139,14 @@ def sum_values(values: Sequence[float], device: torch.device | None = None) -> l
     with _collective("summing the validation scores"):
         dist.all_reduce(t)
     return t.tolist()
+
+
+def gather(value: T) -> list[T]:
+    """Every process's ``value`` (any picklable object), in rank order, on every process."""
+    out: list[Any] = [None] * current_group().size
+    with _collective("gathering the results"):
+        dist.all_gather_object(out, value)
+    return out
 
 
 @contextlib.contextmanager
