@@ -22,9 +22,8 @@ the same ``fit``. :func:`fit <ppdgm.training.loop.fit>` finds an initialised pro
 
 The gradients are summed with ``all_reduce`` rather than through ``DistributedDataParallel``:
 DDP wraps a module's ``forward``, and a Pyro program's parameters and entry points (``model``,
-``guide``, ``pyro.param`` sites outside any module) are not a ``forward``. One all-reduce per
-step of every gradient, flattened into one buffer, is what DDP's buckets do for a model this
-size.
+``guide``, ``pyro.param`` sites outside any module) are not a ``forward``. Large gradients
+are reduced in place and small ones together in one flat buffer, as DDP's buckets do.
 
 The command line joins the group that ``torchrun`` describes in the environment
 (:func:`joined_from_environment`): gloo on the CPU, NCCL for CUDA models.
@@ -59,6 +58,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: Gradients with fewer entries than this are reduced together in one flat buffer.
+BUCKET = 1 << 20
 
 #: How long a collective waits for the other processes before the run stops (a failed peer).
 TIMEOUT = datetime.timedelta(minutes=10)
@@ -118,19 +120,29 @@ def broadcast_parameters(tensors: Sequence[Tensor]) -> None:
 
 
 def sum_gradients(params: Sequence[Tensor]) -> None:
-    """Sums each parameter's gradient over the processes (a missing gradient counts as zero),
-    in one ``all_reduce`` of a flat buffer."""
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    """Sums each parameter's gradient over the processes (a missing gradient counts as zero).
+
+    Gradients of :data:`BUCKET` entries or more are reduced in place, one ``all_reduce`` each;
+    the smaller ones are flattened into one buffer and reduced together (DDP's buckets), so a
+    step costs a few collectives whatever the number of small tensors, and no copy of the large
+    ones.
+    """
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    small = [p for p in params if p.numel() < BUCKET]
     with _collective("summing the gradients"):
-        dist.all_reduce(flat)
-    offset = 0
-    for p, g in zip(params, grads, strict=True):
-        n = g.numel()
-        p.grad = flat[offset : offset + n].view_as(p).to(p.dtype)
-        offset += n
+        for p in params:
+            if p.numel() >= BUCKET:
+                dist.all_reduce(p.grad)
+        if small:
+            flat = torch.cat([p.grad.reshape(-1) for p in small])
+            dist.all_reduce(flat)
+            offset = 0
+            for p in small:
+                n = p.numel()
+                p.grad.copy_(flat[offset : offset + n].view_as(p))
+                offset += n
 
 
 def sum_values(values: Sequence[float], device: torch.device | None = None) -> list[float]:
