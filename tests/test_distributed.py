@@ -182,3 +182,40 @@ def test_sharded_evaluation_equals_one_process(tmp_path: Path) -> None:
         assert {k: v for k, v in a.items() if k not in numbers} == {
             k: v for k, v in b.items() if k not in numbers
         }
+
+
+def test_a_minibatch_smaller_than_the_processes_leaves_some_without_rows(tmp_path: Path) -> None:
+    # 3 processes, global minibatches of 2 rows: one process gets none at every step, and the
+    # run still equals one process's (FVSBN: a deterministic objective)
+    import torch.multiprocessing as mp
+
+    x = torch.bernoulli(torch.full((9, 5), 0.4), generator=torch.Generator().manual_seed(1))
+    port = free_port()
+    mp.spawn(_tiny_run, args=(3, port, x, tmp_path), nprocs=3, join=True)
+    alone = _tiny_fit(x)
+    for rank in range(3):
+        theirs = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for k, v in alone.items():
+            torch.testing.assert_close(theirs[k], v, rtol=0, atol=1e-6)
+
+
+def _tiny_fit(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    from ppdgm.models import FVSBN
+    from ppdgm.train import fit
+
+    torch.manual_seed(0)
+    model = FVSBN(5)
+    fit(model, x, epochs=2, batch_size=2, lr=0.05, progress=False)
+    return model.state_dict()
+
+
+def _tiny_run(rank: int, size: int, port: int, x: torch.Tensor, out: Path) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    store = dist.TCPStore("127.0.0.1", port, size, rank == 0)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=size)
+    try:
+        torch.save(_tiny_fit(x), out / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()

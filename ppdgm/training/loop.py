@@ -440,7 +440,7 @@ def fit(
                     sum_gradients(trained)
                 optimizer.step()
                 bar.update()
-                if b % 20 == 0:
+                if b % 20 == 0 and num_rows(batch):
                     _check_finite(loss, epoch, step, out)
                     bar.set_postfix(_postfix(float(loss.detach()), history), refresh=False)
             summed = sum_values([float(total)])[0] if where.parallel else float(total)
