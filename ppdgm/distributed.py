@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -53,6 +53,7 @@ __all__ = [
     "gather",
     "joined_from_environment",
     "shard",
+    "split_work",
     "sum_gradients",
     "sum_values",
 ]
@@ -159,6 +160,28 @@ def gather(value: T) -> list[T]:
     with _collective("gathering the results"):
         dist.all_gather_object(out, value)
     return out
+
+
+def split_work(rows: int, compute: Callable[[int, int], T]) -> list[T]:
+    """``compute(start, stop)`` on this process's block of ``rows`` rows; every process's
+    result, in rank order, on every process. An error on any process is raised on every
+    process (that of the lowest rank), so that none waits for the others in vain.
+
+    Outside a group: ``[compute(0, rows)]``.
+    """
+    where = current_group()
+    if not where.parallel:
+        return [compute(0, rows)]
+    start, stop = _block(rows, where)
+    try:
+        mine: tuple[Any, BaseException | None] = (compute(start, stop), None)
+    except Exception as e:  # shared below, then raised everywhere
+        mine = (None, e)
+    parts = gather(mine)
+    for _, error in parts:
+        if error is not None:
+            raise error
+    return [part for part, _ in parts]
 
 
 @contextlib.contextmanager

@@ -224,7 +224,7 @@ def test_both_roads_to_several_marginals_agree() -> None:
     rows = rows.mask(np.random.default_rng(8).random(rows.shape) < 0.5)
     query = list(bn.variables)
     observed = _observed_columns(bn, rows)
-    backward = _posterior_by_gradient(bn, rows, observed, query, None)
+    backward = _posterior_by_gradient(bn, rows, observed, query, None, 0)
     chosen = posterior(bn, rows, query)
     for v in query:
         one = posterior(bn, rows, v)[v]

@@ -219,3 +219,47 @@ def _tiny_run(rank: int, size: int, port: int, x: torch.Tensor, out: Path) -> No
         torch.save(_tiny_fit(x), out / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def test_network_queries_are_shared_out_by_rows(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    from ppdgm.bn import example
+
+    bn = example("alarm")
+    rows = bn.sample(301, seed=2)
+    rows = rows.mask(
+        torch.rand(rows.shape, generator=torch.Generator().manual_seed(3)).numpy() < 0.5
+    )
+    mp.spawn(_network_run, args=(2, free_port(), rows, tmp_path), nprocs=2, join=True)
+    log_p, posterior = bn.log_prob(rows), bn.posterior(rows, ["HR", "CO"])
+    for rank in range(2):
+        theirs = torch.load(tmp_path / f"bn{rank}.pt", weights_only=True)
+        torch.testing.assert_close(theirs["log_p"], log_p, rtol=1e-12, atol=0)
+        for v in ("HR", "CO"):
+            torch.testing.assert_close(theirs[v], posterior[v], rtol=1e-12, atol=1e-14)
+        # evidence of probability zero in a row of rank 1's block: both processes raise, and
+        # the message names the data's row
+        assert (tmp_path / f"error{rank}.txt").read_text().startswith("the evidence of row(s) 250 ")
+
+
+def _network_run(rank: int, size: int, port: int, rows, out: Path) -> None:
+    import torch.distributed as dist
+
+    from ppdgm.bn import ZeroProbabilityEvidence, example
+
+    torch.set_num_threads(1)
+    store = dist.TCPStore("127.0.0.1", port, size, rank == 0)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=size)
+    try:
+        bn = example("alarm")
+        found = {"log_p": bn.log_prob(rows), **bn.posterior(rows, ["HR", "CO"])}
+        torch.save(found, out / f"bn{rank}.pt")
+        impossible = rows.copy()
+        impossible.loc[250, ["FIO2", "VENTALV", "PVSAT"]] = ["LOW", "ZERO", "NORMAL"]
+        try:
+            bn.posterior(impossible, "CO")
+        except ZeroProbabilityEvidence as e:
+            (out / f"error{rank}.txt").write_text(str(e))
+    finally:
+        dist.destroy_process_group()

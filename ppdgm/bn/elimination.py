@@ -22,9 +22,9 @@ with respect to the CPTs in the same way (see :mod:`ppdgm.bn.learning`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import networkx as nx
 import pandas as pd
@@ -35,9 +35,12 @@ from ppdgm.bn.evidence import as_frame, check_columns, encode, indicators, query
 from ppdgm.bn.memory import memory_limit, too_large
 from ppdgm.bn.ordering import greedy_order
 from ppdgm.bn.reduced import reduced_query
+from ppdgm.distributed import current_group, split_work
 
 if TYPE_CHECKING:
     from ppdgm.bn.network import DiscreteBN
+
+T = TypeVar("T")
 
 __all__ = [
     "Plan",
@@ -492,6 +495,14 @@ def log_evidence(
     frame = as_frame(data)
     check_columns(bn, frame)
     observed = _observed_columns(bn, frame)
+    return torch.cat(
+        by_rows(bn, frame, lambda rows, _: _log_evidence_rows(bn, rows, observed, chunk_size))
+    )
+
+
+def _log_evidence_rows(
+    bn: DiscreteBN, frame: pd.DataFrame, observed: list[str], chunk_size: int | None
+) -> Tensor:
     if _reduce(bn, observed, (), len(frame)):
         factor, log_scale = reduced_query(bn, encode(bn, frame))
         return factor.log() + log_scale
@@ -515,6 +526,22 @@ def posterior(
     frame = as_frame(data)
     check_columns(bn, frame)
     observed = _observed_columns(bn, frame)
+    parts = by_rows(
+        bn, frame, lambda rows, first: _posterior_rows(bn, rows, observed, query, chunk_size, first)
+    )
+    return {q: torch.cat([part[q] for part in parts]) for q in query}
+
+
+def _posterior_rows(
+    bn: DiscreteBN,
+    frame: pd.DataFrame,
+    observed: list[str],
+    query: list[str],
+    chunk_size: int | None,
+    first: int,
+) -> dict[str, Tensor]:
+    """:func:`posterior` of the rows of ``frame``, the first of which is row ``first`` of the
+    data (errors name the data's rows)."""
     if len(query) > 1:
         # one backward pass gives every marginal, at about three times a forward pass (and
         # it keeps every product for the backward pass): cheaper than a pass per variable
@@ -522,24 +549,29 @@ def posterior(
         joint = _plan(bn, sorted(set(observed) | set(query), key=bn.variables.index), ())
         each = sum(_plan(bn, observed, (q,)).cost for q in query)
         if BACKWARD_FACTOR * joint.cost < each:
-            return _posterior_by_gradient(bn, frame, observed, query, chunk_size)
-    return {q: _posterior_kept(bn, frame, observed, q, chunk_size) for q in query}
+            return _posterior_by_gradient(bn, frame, observed, query, chunk_size, first)
+    return {q: _posterior_kept(bn, frame, observed, q, chunk_size, first) for q in query}
 
 
 def _posterior_kept(
-    bn: DiscreteBN, frame: pd.DataFrame, observed: list[str], q: str, chunk_size: int | None
+    bn: DiscreteBN,
+    frame: pd.DataFrame,
+    observed: list[str],
+    q: str,
+    chunk_size: int | None,
+    first: int,
 ) -> Tensor:
     if _reduce(bn, observed, (q,), len(frame)):
         factor, _ = reduced_query(bn, encode(bn, frame), q)
         total = factor.sum(-1, keepdim=True)
-        _check_positive(total.squeeze(-1), 0)
+        _check_positive(total.squeeze(-1), first)
         return factor / total
     plan = _plan(bn, observed, (q,), len(frame))
     out = [torch.zeros(0, bn.cardinalities[q], dtype=torch.float64)]
     for offset, size, lam in _batches(bn, frame, plan, chunk_size or plan.chunk_size()):
         factor, _ = execute(plan, bn.tables, lam, size)
         total = factor.sum(-1, keepdim=True)
-        _check_positive(total.squeeze(-1), offset)
+        _check_positive(total.squeeze(-1), first + offset)
         out.append(factor / total)
     return torch.cat(out)
 
@@ -550,6 +582,7 @@ def _posterior_by_gradient(
     observed: list[str],
     query: list[str],
     chunk_size: int | None,
+    first: int,
 ) -> dict[str, Tensor]:
     plan = _plan(bn, sorted(set(observed) | set(query), key=bn.variables.index), (), len(frame))
     cards = bn.cardinalities
@@ -559,11 +592,25 @@ def _posterior_by_gradient(
         leaves = [lam[v].requires_grad_() for v in query]
         with torch.enable_grad():
             factor, _ = execute(plan, bn.tables, lam, size)
-            _check_positive(factor.detach(), offset)
+            _check_positive(factor.detach(), first + offset)
             grads = torch.autograd.grad(factor.log().sum(), leaves)
         for v, leaf, grad in zip(query, leaves, grads, strict=True):
             out[v].append((leaf.detach() * grad).clamp(min=0).T)
     return {v: torch.cat(ts) for v, ts in out.items()}
+
+
+def by_rows(
+    bn: DiscreteBN, frame: pd.DataFrame, compute: Callable[[pd.DataFrame, int], T]
+) -> list[T]:
+    """``compute(rows, first)`` on the rows of ``frame`` (``first``: the position of the first),
+    as one part; in a ``torch.distributed`` group, on each process's block of the rows, every
+    process getting every part in order (:func:`ppdgm.distributed.split_work`). Every process
+    checks every cell first, so bad data fails alike everywhere."""
+    where = current_group()
+    if not where.parallel:
+        return [compute(frame, 0)]
+    encode(bn, frame, compact=True)
+    return split_work(len(frame), lambda a, b: compute(frame.iloc[a:b], a))
 
 
 def _check_positive(z: Tensor, offset: int) -> None:
