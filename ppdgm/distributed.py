@@ -121,13 +121,19 @@ def broadcast_parameters(tensors: Sequence[Tensor]) -> None:
 
 
 def sum_gradients(params: Sequence[Tensor]) -> None:
-    """Sums each parameter's gradient over the processes (a missing gradient counts as zero).
+    """Sums each parameter's gradient over the processes. A gradient missing on some processes
+    counts as zero there; one missing on every process stays missing (``None``), as in one
+    process, so that Adam skips that parameter alike.
 
     Gradients of :data:`BUCKET` entries or more are reduced in place, one ``all_reduce`` each;
-    the smaller ones are flattened into one buffer and reduced together (DDP's buckets), so a
-    step costs a few collectives whatever the number of small tensors, and no copy of the large
-    ones.
+    the smaller ones, with the flags of which processes have a gradient, are flattened into one
+    buffer and reduced together (DDP's buckets), so a step costs a few collectives whatever the
+    number of small tensors, and no copy of the large ones.
     """
+    params = list(params)
+    if not params:
+        return
+    present = [float(p.grad is not None) for p in params]
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
@@ -136,14 +142,17 @@ def sum_gradients(params: Sequence[Tensor]) -> None:
         for p in params:
             if p.numel() >= BUCKET:
                 dist.all_reduce(p.grad)
-        if small:
-            flat = torch.cat([p.grad.reshape(-1) for p in small])
-            dist.all_reduce(flat)
-            offset = 0
-            for p in small:
-                n = p.numel()
-                p.grad.copy_(flat[offset : offset + n].view_as(p))
-                offset += n
+        flags = torch.tensor(present, dtype=params[0].grad.dtype, device=params[0].device)
+        flat = torch.cat([*(p.grad.reshape(-1) for p in small), flags])
+        dist.all_reduce(flat)
+    offset = 0
+    for p in small:
+        n = p.numel()
+        p.grad.copy_(flat[offset : offset + n].view_as(p))
+        offset += n
+    for p, anywhere in zip(params, flat[offset:].tolist(), strict=True):
+        if anywhere == 0:
+            p.grad = None
 
 
 def sum_values(values: Sequence[float], device: torch.device | None = None) -> list[float]:

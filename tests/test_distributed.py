@@ -263,3 +263,21 @@ def _network_run(rank: int, size: int, port: int, rows, out: Path) -> None:
             (out / f"error{rank}.txt").write_text(str(e))
     finally:
         dist.destroy_process_group()
+
+
+def test_a_gradient_missing_on_every_process_stays_missing() -> None:
+    # Adam skips a parameter without a gradient: summing must not turn None into zeros
+    import torch.distributed as dist
+
+    from ppdgm.distributed import sum_gradients
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        used, unused = torch.zeros(3, requires_grad=True), torch.zeros(2, requires_grad=True)
+        large = torch.zeros(1 << 20, requires_grad=True)  # reduced in place, not in the buffer
+        (2 * used.sum() + large.sum()).backward()
+        sum_gradients([used, unused, large])
+        assert used.grad.tolist() == [2.0, 2.0, 2.0] and unused.grad is None
+        assert bool((large.grad == 1).all())
+    finally:
+        dist.destroy_process_group()
