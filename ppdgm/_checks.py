@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ContractError", "RankFailed", "check_int"]
+__all__ = ["ContractError", "RankFailed", "ReplicasDiverged", "check_int"]
 
 
 class ContractError(TypeError):
@@ -14,6 +14,11 @@ class ContractError(TypeError):
 class RankFailed(RuntimeError):
     """Another process of a distributed run failed or went away (see
     :mod:`ppdgm.distributed`)."""
+
+
+class ReplicasDiverged(RuntimeError):
+    """The processes of a distributed run no longer hold the same parameters (see
+    :func:`ppdgm.distributed.agree_replicas`)."""
 
 
 def check_int(name: str, value: Any, least: int = 1) -> int:

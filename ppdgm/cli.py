@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from ppdgm import __version__
-from ppdgm._checks import ContractError, RankFailed
+from ppdgm._checks import ContractError, RankFailed, ReplicasDiverged
 from ppdgm.commands import COMMANDS
 from ppdgm.commands._common import positive_int
 
@@ -49,7 +49,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ[THREADS_ENV] = str(args.threads)
     try:
         return int(args.run(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, ContractError, RankFailed) as e:
+    except (
+        ValueError,
+        FileNotFoundError,
+        KeyError,
+        ContractError,
+        RankFailed,
+        ReplicasDiverged,
+    ) as e:
         print(f"ppdgm {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

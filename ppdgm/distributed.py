@@ -18,6 +18,11 @@ the same ``fit``. :func:`fit <ppdgm.training.loop.fit>` finds an initialised pro
   the estimates of :func:`ppdgm.estimate.bounds` are made chunk by chunk, each chunk on one
   process with a seed of its own, and gathered (:func:`gather`): the per-row numbers of one
   process, exactly;
+- at the end of every epoch the buffers (running statistics, which each process updates on
+  rows of its own) are set to rank 0's, as DDP's ``broadcast_buffers`` does, and the
+  parameters are compared across processes (:func:`agree_replicas`): processes that no longer
+  hold one model stop the run with an error naming the parameter, never a checkpoint of one
+  process's model scored with another's;
 - rank 0 alone writes checkpoints, metrics and pictures and shows the progress bar.
 
 The gradients are summed with ``all_reduce`` rather than through ``DistributedDataParallel``:
@@ -42,12 +47,14 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ppdgm._checks import RankFailed
+from ppdgm._checks import RankFailed, ReplicasDiverged
 from ppdgm.batch import Batch, num_rows, select_rows
 
 __all__ = [
     "Group",
     "RankFailed",
+    "ReplicasDiverged",
+    "agree_replicas",
     "broadcast_parameters",
     "current_group",
     "gather",
@@ -153,6 +160,48 @@ def sum_gradients(params: Sequence[Tensor]) -> None:
     for p, anywhere in zip(params, flat[offset:].tolist(), strict=True):
         if anywhere == 0:
             p.grad = None
+
+
+def agree_replicas(params: dict[str, Tensor], buffers: Sequence[Tensor], epoch: int) -> None:
+    """Sets every process's ``buffers`` to rank 0's, then checks that every process holds the
+    same ``params`` (named), as the summed gradients keep them.
+
+    Each parameter is compared by a fingerprint (its float64 sum and sum of squares, one
+    ``all_gather`` for all of them) with a relative tolerance of 1e-9, which the summation
+    order of machines with other thread counts stays well inside.
+
+    Raises:
+        ReplicasDiverged: naming the first parameter that differs and the processes: code that
+            changes parameters outside the optimizer differently on each process, or an
+            objective that reads rank-dependent state, breaks data parallelism.
+    """
+    broadcast_parameters(list(buffers))
+    names = list(params)
+    if not names:
+        return
+    with torch.no_grad():
+        prints = torch.stack(
+            [
+                torch.stack([p.detach().double().sum(), p.detach().double().square().sum()])
+                for p in params.values()
+            ]
+        )
+    everyone = [torch.empty_like(prints) for _ in range(current_group().size)]
+    with _collective("comparing the parameters"):
+        dist.all_gather(everyone, prints)
+    ours = everyone[0]
+    for rank, theirs in enumerate(everyone[1:], start=1):
+        close = torch.isclose(theirs, ours, rtol=1e-9, atol=1e-12).all(dim=1)
+        if not bool(close.all()):
+            name = names[int((~close).nonzero()[0])]
+            raise ReplicasDiverged(
+                f"after epoch {epoch} the processes hold different parameters: {name!r} of rank "
+                f"{rank} differs from rank 0's. The gradients are summed over the processes, so "
+                "only code that changes parameters outside the optimizer, or an objective that "
+                "reads state of one process (its rank, its own data), can part them: make every "
+                "process run the same program on its block of the minibatch. The checkpoint of "
+                "the epoch before is intact."
+            )
 
 
 def sum_values(values: Sequence[float], device: torch.device | None = None) -> list[float]:

@@ -1,9 +1,10 @@
 """One process of a data-parallel run, as a user writes it: join the group ``torchrun`` (or the
 test) describes, call ``fit``, and save this rank's parameters so the test can compare ranks.
 
-``python distributed_worker.py MODEL OUT [FAIL_AT_EPOCH]``: MODEL is ``vae`` (a plain Pyro VAE),
-``params`` (a program of ``pyro.param`` sites only) or ``fvsbn``; with FAIL_AT_EPOCH, rank 1
-dies at the start of that epoch (1-based)."""
+``python distributed_worker.py MODELS OUT [FAIL_AT_EPOCH]``: MODELS is ``vae`` (a plain Pyro VAE),
+``params`` (a program of ``pyro.param`` sites only) or ``fvsbn``, or several of them separated by
+commas, trained one after the other in the one group, each into ``OUT/MODEL`` (``OUT`` itself
+for one model); with FAIL_AT_EPOCH, rank 1 dies at the start of that epoch (1-based)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+import pyro
 import torch
 import torch.distributed as dist
 
@@ -26,10 +28,18 @@ from ppdgm.train import fit, maximum_likelihood
 
 
 def main() -> None:
-    name, out = sys.argv[1], Path(sys.argv[2])
+    names, out = sys.argv[1].split(","), Path(sys.argv[2])
     fail_at = int(sys.argv[3]) if len(sys.argv) > 3 else None
     dist.init_process_group("gloo")
+    for name in names:
+        pyro.clear_param_store()
+        train_one(name, out / name if len(names) > 1 else out, fail_at)
+    dist.destroy_process_group()
+
+
+def train_one(name: str, out: Path, fail_at: int | None) -> None:
     rank = dist.get_rank()
+    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(100 + rank)  # different initial weights: fit starts every rank from rank 0's
     train, valid = load_digits("train")[:600], load_digits("valid")
     if name == "params":  # a program of one number a row: each image's share of ink
@@ -68,7 +78,6 @@ def main() -> None:
     (out / f"rank{rank}.json").write_text(
         json.dumps({"history": result.history, "files": [str(p) for p in result.files]})
     )
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

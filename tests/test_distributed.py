@@ -13,14 +13,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyro
 import pytest
 import torch
+from own_models import PlainVAE
 
+from ppdgm import cli
+from ppdgm.data import load_digits
 from ppdgm.distributed import Group, shard
+from ppdgm.train import fit
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
-#: one thread a process: two processes share the two cores
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PPDGM_THREADS": "1"}
+#: one thread a process: two processes share the two cores; gloo on the loopback interface
+#: (the machine's host name need not resolve)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PPDGM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
 
 
 def test_the_shards_of_a_minibatch_are_its_rows_in_order() -> None:
@@ -35,15 +41,31 @@ def test_the_shards_of_a_minibatch_are_its_rows_in_order() -> None:
     assert part["x"].tolist() == [3, 4] and part["y"].tolist() == [30, 40]
 
 
-def fit_command(out: Path, processes: int, *extra: str) -> subprocess.CompletedProcess:
-    ppdgm = ["-m", "ppdgm", "fit", "fvsbn", "--data", "digits", "--batch-size", "100"]
-    ppdgm += ["--out", str(out), "--no-progress", *extra]
-    launch = [sys.executable]
-    if processes > 1:
-        launch += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    return subprocess.run(
-        launch + ppdgm, env=ENV, capture_output=True, text=True, timeout=240, check=False
-    )
+def launch(processes: int, *ppdgm: str) -> subprocess.CompletedProcess:
+    """``ppdgm ...`` in ``processes`` processes started by ``torchrun``."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc_per_node={processes}", "-m", "ppdgm", *ppdgm]
+    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=240)
+
+
+def in_this_process(*ppdgm: str) -> None:
+    """``ppdgm ...`` run here, on one thread as the launched processes are."""
+    assert cli.main(["--threads", "1", *ppdgm]) == 0
+
+
+def fvsbn(out: Path, *extra: str) -> list[str]:
+    return [
+        "fit",
+        "fvsbn",
+        "--data",
+        "digits",
+        "--batch-size",
+        "100",
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -54,8 +76,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 def one_process(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """FVSBN on digits, one process, three epochs."""
     out = tmp_path_factory.mktemp("one")
-    done = fit_command(out, 1, "--epochs", "3")
-    assert done.returncode == 0, done.stderr
+    in_this_process(*fvsbn(out, "--epochs", "3"))
     return out
 
 
@@ -65,7 +86,7 @@ def valid_nll(run: Path) -> list[float]:
 
 
 def test_two_processes_reach_the_parameters_of_one(one_process: Path, tmp_path: Path) -> None:
-    two = fit_command(tmp_path, 2, "--epochs", "2")
+    two = launch(2, *fvsbn(tmp_path, "--epochs", "2"))
     assert two.returncode == 0, two.stderr
     assert len(valid_nll(tmp_path)) == 2
     assert valid_nll(tmp_path) == pytest.approx(valid_nll(one_process)[:2], abs=1e-4)
@@ -74,8 +95,7 @@ def test_two_processes_reach_the_parameters_of_one(one_process: Path, tmp_path: 
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(p.name for p in one_process.iterdir())
     # resumed by another number of processes: the run of one process throughout
-    again = fit_command(tmp_path, 1, "--epochs", "3", "--resume")
-    assert again.returncode == 0, again.stderr
+    in_this_process(*fvsbn(tmp_path, "--epochs", "3", "--resume"))
     ours, theirs = weights(tmp_path / "last.pt"), weights(one_process / "last.pt")
     assert ours.keys() == theirs.keys()
     for k in ours:
@@ -113,27 +133,50 @@ def run_workers(
     return done
 
 
-@pytest.mark.parametrize("model", ["vae", "params"])
-def test_the_ranks_of_a_user_program_hold_the_same_parameters(tmp_path: Path, model: str) -> None:
-    runs = run_workers(model, tmp_path)
+def test_the_ranks_of_user_programs_hold_the_same_parameters(tmp_path: Path) -> None:
+    runs = run_workers("vae,params", tmp_path)
     assert all(r.returncode == 0 for r in runs), runs[0].stderr + runs[1].stderr
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    assert ranks[0].keys() == ranks[1].keys() and ranks[0]
-    for k in ranks[0]:
-        assert torch.equal(ranks[0][k], ranks[1][k]), k
-    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    nll = [[e["valid_nll"] for e in report["history"]] for report in reports]
-    assert len(nll[0]) == 2 and nll[0] == nll[1]  # validation is one sum over the processes
-    assert reports[0]["files"] and not reports[1]["files"]  # rank 1 wrote nothing
-    assert {p.name for p in tmp_path.iterdir()} == {
-        "best.pt",
-        "last.pt",
-        "metrics.jsonl",
-        "rank0.pt",
-        "rank1.pt",
-        "rank0.json",
-        "rank1.json",
-    }
+    for model in ("vae", "params"):
+        out = tmp_path / model
+        ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+        assert ranks[0].keys() == ranks[1].keys() and ranks[0]
+        for k in ranks[0]:
+            assert torch.equal(ranks[0][k], ranks[1][k]), k
+        reports = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+        nll = [[e["valid_nll"] for e in report["history"]] for report in reports]
+        assert len(nll[0]) == 2 and nll[0] == nll[1]  # validation is one sum over the processes
+        assert reports[0]["files"] and not reports[1]["files"]  # rank 1 wrote nothing
+        assert {p.name for p in out.iterdir()} == {
+            "best.pt",
+            "last.pt",
+            "metrics.jsonl",
+            "rank0.pt",
+            "rank1.pt",
+            "rank0.json",
+            "rank1.json",
+        }
+        if model == "vae":  # the guide's draws differ from one process's: the ELBO is as good
+            alone = [_plain_vae_alone(seed) for seed in range(3)]
+            spread = max(alone) - min(alone)
+            assert abs(nll[0][-1] - sum(alone) / 3) <= max(3 * spread, 0.3), (nll[0], alone)
+
+
+def _plain_vae_alone(seed: int) -> float:
+    """The validation NLL bound of the worker's VAE trained by one process."""
+    pyro.clear_param_store()
+    torch.manual_seed(100)  # rank 0's initial weights in the worker
+    train, valid = load_digits("train")[:600], load_digits("valid")
+    result = fit(
+        PlainVAE(64, 2, 16),
+        train,
+        valid,
+        epochs=2,
+        batch_size=100,
+        seed=seed,
+        progress=False,
+        plots=False,
+    )
+    return result.history[-1]["valid_nll"]
 
 
 def test_a_failed_rank_stops_the_run_and_the_checkpoint_resumes(tmp_path: Path) -> None:
@@ -149,28 +192,46 @@ def test_a_failed_rank_stops_the_run_and_the_checkpoint_resumes(tmp_path: Path) 
     assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 2
 
 
-def evaluate_command(run: Path, processes: int) -> dict:
-    ppdgm = ["-m", "ppdgm", "evaluate", str(run), "--json", "--samples", "1,20"]
-    ppdgm += ["--rows", "150", "--batch-size", "40", "--seed", "3"]
-    launch = [sys.executable]
-    if processes > 1:
-        launch += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    done = subprocess.run(
-        launch + ppdgm, env=ENV, capture_output=True, text=True, timeout=240, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+def evaluate(run: Path, processes: int, capsys: pytest.CaptureFixture[str]) -> dict:
+    ppdgm = ["evaluate", str(run), "--json", "--samples", "1,20", "--rows", "150"]
+    ppdgm += ["--batch-size", "40", "--seed", "3"]
+    if processes == 1:
+        capsys.readouterr()
+        in_this_process(*ppdgm)
+        printed = capsys.readouterr().out
+    else:
+        done = launch(processes, *ppdgm)
+        assert done.returncode == 0, done.stderr
+        printed = done.stdout
+    lines = [line for line in printed.splitlines() if line.startswith("{")]
     assert len(lines) == 1  # rank 0 alone prints
     return json.loads(lines[0])
 
 
-def test_sharded_evaluation_equals_one_process(tmp_path: Path) -> None:
-    # a VAE's bounds are sampled; a density model's sharded sum is fit's validation, above
-    command = [sys.executable, "-m", "ppdgm", "fit", "vae", "--data", "digits", "--epochs", "1"]
-    command += ["--out", str(tmp_path), "--no-progress", "--z-dim", "4", "--hidden", "32"]
-    trained = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=240)
+def test_a_zoo_vae_trains_and_is_evaluated_by_two_processes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # fit compares the processes' parameters after every epoch (and stops the run if they
+    # differ); a VAE's bounds are sampled, and two processes' per-row numbers are one's
+    trained = launch(
+        2,
+        "fit",
+        "vae",
+        "--data",
+        "digits",
+        "--epochs",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+        "--z-dim",
+        "4",
+        "--hidden",
+        "32",
+    )
     assert trained.returncode == 0, trained.stderr
-    one, two = evaluate_command(tmp_path, 1), evaluate_command(tmp_path, 2)
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+    one, two = evaluate(tmp_path, 1, capsys), evaluate(tmp_path, 2, capsys)
     assert one["rows"] == two["rows"] == 150
     assert len(one["results"]) == 3
     for a, b in zip(one["results"], two["results"], strict=True):
@@ -221,38 +282,41 @@ def _tiny_run(rank: int, size: int, port: int, x: torch.Tensor, out: Path) -> No
         dist.destroy_process_group()
 
 
-def test_network_queries_are_shared_out_by_rows(tmp_path: Path) -> None:
+class Standardised(torch.nn.Module):
+    """A density of standardised rows whose batch statistics are running buffers: each process
+    updates them on its own rows."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = torch.nn.BatchNorm1d(dim, affine=False)
+        self.loc = torch.nn.Parameter(torch.zeros(dim))
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.distributions.Normal(self.loc, 1.0).log_prob(self.norm(x)).sum(-1)
+
+
+@pytest.fixture(scope="module")
+def group_of_two(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two processes in one gloo group, spawned here, each writing what it found."""
     import torch.multiprocessing as mp
 
-    from ppdgm.bn import example
-
-    bn = example("alarm")
-    rows = bn.sample(301, seed=2)
-    rows = rows.mask(
-        torch.rand(rows.shape, generator=torch.Generator().manual_seed(3)).numpy() < 0.5
-    )
-    mp.spawn(_network_run, args=(2, free_port(), rows, tmp_path), nprocs=2, join=True)
-    log_p, posterior = bn.log_prob(rows), bn.posterior(rows, ["HR", "CO"])
-    for rank in range(2):
-        theirs = torch.load(tmp_path / f"bn{rank}.pt", weights_only=True)
-        torch.testing.assert_close(theirs["log_p"], log_p, rtol=1e-12, atol=0)
-        for v in ("HR", "CO"):
-            torch.testing.assert_close(theirs[v], posterior[v], rtol=1e-12, atol=1e-14)
-        # evidence of probability zero in a row of rank 1's block: both processes raise, and
-        # the message names the data's row
-        assert (tmp_path / f"error{rank}.txt").read_text().startswith("the evidence of row(s) 250 ")
+    out = tmp_path_factory.mktemp("group")
+    mp.spawn(_group_run, args=(2, free_port(), out), nprocs=2, join=True)
+    return out
 
 
-def _network_run(rank: int, size: int, port: int, rows, out: Path) -> None:
+def _group_run(rank: int, size: int, port: int, out: Path) -> None:
     import torch.distributed as dist
 
     from ppdgm.bn import ZeroProbabilityEvidence, example
+    from ppdgm.distributed import ReplicasDiverged
+    from ppdgm.train import maximum_likelihood
 
     torch.set_num_threads(1)
     store = dist.TCPStore("127.0.0.1", port, size, rank == 0)
     dist.init_process_group("gloo", store=store, rank=rank, world_size=size)
     try:
-        bn = example("alarm")
+        bn, rows = example("alarm"), _network_rows()
         found = {"log_p": bn.log_prob(rows), **bn.posterior(rows, ["HR", "CO"])}
         torch.save(found, out / f"bn{rank}.pt")
         impossible = rows.copy()
@@ -261,8 +325,71 @@ def _network_run(rank: int, size: int, port: int, rows, out: Path) -> None:
             bn.posterior(impossible, "CO")
         except ZeroProbabilityEvidence as e:
             (out / f"error{rank}.txt").write_text(str(e))
+
+        x = torch.randn(40, 3, generator=torch.Generator().manual_seed(5)) * 2 + 1
+        torch.manual_seed(rank)  # different initial weights: fit starts from rank 0's
+        model = Standardised(3)
+        fit(model, x, epochs=2, batch_size=20, progress=False)
+        torch.save(dict(model.state_dict()), out / f"buffers{rank}.pt")
+
+        def rank_one_moves(m: Standardised, batch: torch.Tensor, step: int) -> torch.Tensor:
+            if rank == 1 and step == 1:  # outside the optimizer, on one process only
+                with torch.no_grad():
+                    m.loc.add_(0.1)
+            return maximum_likelihood(m, batch, step)
+
+        try:
+            fit(
+                Standardised(3),
+                x,
+                epochs=2,
+                batch_size=20,
+                progress=False,
+                objective=rank_one_moves,
+            )
+        except ReplicasDiverged as e:
+            (out / f"diverged{rank}.txt").write_text(str(e))
     finally:
         dist.destroy_process_group()
+
+
+def _network_rows():
+    from ppdgm.bn import example
+
+    rows = example("alarm").sample(301, seed=2)
+    hidden = torch.rand(rows.shape, generator=torch.Generator().manual_seed(3)).numpy() < 0.5
+    return rows.mask(hidden)
+
+
+def test_network_queries_are_shared_out_by_rows(group_of_two: Path) -> None:
+    from ppdgm.bn import example
+
+    bn, rows = example("alarm"), _network_rows()
+    log_p, posterior = bn.log_prob(rows), bn.posterior(rows, ["HR", "CO"])
+    for rank in range(2):
+        theirs = torch.load(group_of_two / f"bn{rank}.pt", weights_only=True)
+        torch.testing.assert_close(theirs["log_p"], log_p, rtol=1e-12, atol=0)
+        for v in ("HR", "CO"):
+            torch.testing.assert_close(theirs[v], posterior[v], rtol=1e-12, atol=1e-14)
+        # evidence of probability zero in a row of rank 1's block: both processes raise, and
+        # the message names the data's row
+        error = (group_of_two / f"error{rank}.txt").read_text()
+        assert error.startswith("the evidence of row(s) 250 ")
+
+
+def test_buffers_are_rank_0s_after_every_epoch(group_of_two: Path) -> None:
+    # each process's running statistics come from its own rows; fit makes them rank 0's
+    ranks = [torch.load(group_of_two / f"buffers{r}.pt", weights_only=True) for r in range(2)]
+    assert ranks[0]["norm.running_mean"].abs().min() > 0.01  # moved from the initial zeros
+    for k in ranks[0]:
+        assert torch.equal(ranks[0][k], ranks[1][k]), k
+
+
+def test_processes_whose_parameters_part_stop_with_an_error(group_of_two: Path) -> None:
+    for rank in range(2):
+        message = (group_of_two / f"diverged{rank}.txt").read_text()
+        assert message.startswith("after epoch 1 the processes hold different parameters: 'loc'")
+        assert "rank 1" in message
 
 
 def test_a_gradient_missing_on_every_process_stays_missing() -> None:

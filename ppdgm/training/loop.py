@@ -45,6 +45,7 @@ from ppdgm.batch import (
 )
 from ppdgm.data import batches
 from ppdgm.distributed import (
+    agree_replicas,
     broadcast_parameters,
     current_group,
     shard,
@@ -409,6 +410,10 @@ def fit(
     )
     began = time.perf_counter()
     trained = optimizer.param_groups[0]["params"]
+    replicas = {
+        **dict(model.named_parameters()),
+        **{f"pyro.param {k!r}": v for k, v in pyro_params.items()},
+    }
     work = batch_size // where.size * sum(p.numel() for p in trained)
     with torch.random.fork_rng(devices=_rng_devices(device)), bar, work_threads(work):
         for epoch in range(start, epochs):
@@ -443,6 +448,8 @@ def fit(
                 if b % 20 == 0 and num_rows(batch):
                     _check_finite(loss, epoch, step, out)
                     bar.set_postfix(_postfix(float(loss.detach()), history), refresh=False)
+            if where.parallel:  # rank 0's buffers everywhere; the parameters still one model
+                agree_replicas(replicas, list(model.buffers()), epoch + 1)
             summed = sum_values([float(total)])[0] if where.parallel else float(total)
             entry: dict[str, Any] = {"epoch": epoch + 1, "train_loss": summed / num_rows(train)}
             _check_finite(torch.tensor(entry["train_loss"]), epoch, step, out)
