@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -57,6 +58,7 @@ __all__ = [
     "agree_replicas",
     "broadcast_parameters",
     "current_group",
+    "deal_out",
     "gather",
     "joined_from_environment",
     "shard",
@@ -240,6 +242,54 @@ def split_work(rows: int, compute: Callable[[int, int], T]) -> list[T]:
         if error is not None:
             raise error
     return [part for part, _ in parts]
+
+
+def deal_out(
+    rows: int,
+    rows_per_pass: int,
+    compute: Callable[[int, int], T],
+    *,
+    seed: int | None = None,
+    stream: int = 0,
+) -> list[T]:
+    """``compute(start, stop)`` on each pass of ``rows_per_pass`` rows, the passes dealt out to
+    the processes in turn; every pass's result, in order, on every process.
+
+    With ``seed``, pass ``i`` draws from torch's stream seeded by ``(seed, stream, i)`` (and the
+    stream outside is left as it was), so a row's numbers depend on its pass alone: they are
+    the same for any number of processes. Warnings raised by any pass are raised again on
+    every process, once each; an error on any process is raised on every process (that of the
+    earliest pass), so that none waits for the others in vain.
+
+    Example:
+        >>> deal_out(5, 2, lambda a, b: list(range(a, b)))
+        [[0, 1], [2, 3], [4]]
+    """
+    where = current_group()
+    passes = -(-rows // rows_per_pass)
+    mine: dict[int, Any] = {}
+    error: tuple[int, BaseException] | None = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(where.rank, passes, where.size):
+            start, stop = i * rows_per_pass, min(rows, (i + 1) * rows_per_pass)
+            with torch.random.fork_rng(enabled=seed is not None, devices=[]):
+                if seed is not None:
+                    torch.manual_seed((seed * 1_000_003 + stream) * 1_000_003 + i)
+                try:
+                    mine[i] = compute(start, stop)
+                except Exception as e:  # shared below, then raised everywhere
+                    error = (i, e)
+                    break
+    said = [(w.category, str(w.message)) for w in caught]
+    shares = gather((mine, said, error)) if where.parallel else [(mine, said, error)]
+    errors = sorted((e for _, _, e in shares if e is not None), key=lambda pair: pair[0])
+    if errors:
+        raise errors[0][1]
+    for category, message in dict.fromkeys(w for _, share, _ in shares for w in share):
+        warnings.warn(message, category, stacklevel=2)
+    results = {i: r for share, _, _ in shares for i, r in share.items()}
+    return [results[i] for i in range(passes)]
 
 
 @contextlib.contextmanager

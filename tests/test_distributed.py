@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pyro
@@ -21,6 +22,7 @@ from own_models import PlainVAE
 from ppdgm import cli
 from ppdgm.data import load_digits
 from ppdgm.distributed import Group, shard
+from ppdgm.infer.estimate import UnreliableWeightsWarning
 from ppdgm.train import fit
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -319,6 +321,7 @@ def _group_run(rank: int, size: int, port: int, out: Path) -> None:
         bn, rows = example("alarm"), _network_rows()
         found = {"log_p": bn.log_prob(rows), **bn.posterior(rows, ["HR", "CO"])}
         torch.save(found, out / f"bn{rank}.pt")
+        torch.save(_importance(bn, rows), out / f"importance{rank}.pt")
         impossible = rows.copy()
         impossible.loc[250, ["FIO2", "VENTALV", "PVSAT"]] = ["LOW", "ZERO", "NORMAL"]
         try:
@@ -361,8 +364,23 @@ def _network_rows():
     return rows.mask(hidden)
 
 
-def test_network_queries_are_shared_out_by_rows(group_of_two: Path) -> None:
-    from ppdgm.bn import example
+def _importance(bn, rows) -> dict[str, torch.Tensor]:
+    from ppdgm.bn import approximate
+
+    approximate.ROWS_PER_PASS = 64  # five passes of the 301 rows, dealt to the processes
+    estimate = bn.log_prob(rows, method="importance", num_samples=50, seed=4)
+    post = bn.posterior(rows, "CO", method="importance", num_samples=50, seed=4)
+    return {
+        "log_p": estimate.log_prob,
+        "stderr": estimate.stderr,
+        "CO": post.probs["CO"],
+        "CO_stderr": post.stderr["CO"],
+        "ess": post.ess,
+    }
+
+
+def test_network_queries_are_shared_out_by_rows(group_of_two: Path, monkeypatch) -> None:
+    from ppdgm.bn import approximate, example
 
     bn, rows = example("alarm"), _network_rows()
     log_p, posterior = bn.log_prob(rows), bn.posterior(rows, ["HR", "CO"])
@@ -375,6 +393,18 @@ def test_network_queries_are_shared_out_by_rows(group_of_two: Path) -> None:
         # the message names the data's row
         error = (group_of_two / f"error{rank}.txt").read_text()
         assert error.startswith("the evidence of row(s) 250 ")
+    # importance sampling: each pass of rows seeded on its own, so one process's numbers
+    monkeypatch.setattr(approximate, "ROWS_PER_PASS", 64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnreliableWeightsWarning)
+        alone = _importance(bn, rows)
+    said = [str(w.message) for w in caught if issubclass(w.category, UnreliableWeightsWarning)]
+    assert any("of 301 data points" in m and "at point 139" in m for m in said), said
+    for rank in range(2):
+        theirs = torch.load(group_of_two / f"importance{rank}.pt", weights_only=True)
+        assert theirs.keys() == alone.keys()
+        for k, v in alone.items():
+            torch.testing.assert_close(theirs[k], v, rtol=1e-12, atol=0, equal_nan=True)
 
 
 def test_buffers_are_rank_0s_after_every_epoch(group_of_two: Path) -> None:

@@ -16,10 +16,16 @@ The weights are checked as for any program (:func:`ppdgm.infer.estimate.warn_unr
 Pareto :math:`k` above the threshold, or a tiny effective sample size, warns that the numbers
 and their error bars cannot be trusted. Rows that observe many variables make the network a poor
 proposal; the warnings say so rather than return a confident wrong number.
+
+Rows are estimated in passes of :data:`ROWS_PER_PASS` (:func:`ppdgm.distributed.deal_out`):
+with a ``seed``, each pass draws from a stream of its own, so a row's numbers do not depend on
+rows of other passes, and in a ``torch.distributed`` group the passes are dealt out to the
+processes and gathered, giving every process one process's numbers.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,9 +36,14 @@ import torch
 from torch import Tensor
 
 from ppdgm._checks import check_int
-from ppdgm.base import seeded
 from ppdgm.bn.evidence import as_frame, check_columns, query_variables
-from ppdgm.infer.estimate import Estimate, LogLikelihood, warn_unreliable
+from ppdgm.distributed import deal_out
+from ppdgm.infer.estimate import (
+    Estimate,
+    LogLikelihood,
+    UnreliableWeightsWarning,
+    warn_unreliable,
+)
 from ppdgm.infer.probe import probe
 from ppdgm.infer.stats import WeightAccumulator
 from ppdgm.infer.weights import log_weights, trace_particles
@@ -44,6 +55,9 @@ __all__ = ["PosteriorEstimate", "importance_log_prob", "importance_posterior"]
 
 #: Samples drawn per vectorized pass (bounds memory: samples x rows x variables bytes).
 PARTICLES_PER_PASS = 256
+
+#: Rows estimated together: a pass of rows, seeded on its own and computed by one process.
+ROWS_PER_PASS = 1024
 
 
 @dataclass(frozen=True)
@@ -88,10 +102,19 @@ def importance_log_prob(
         num_samples: ``K`` samples per row.
         seed: a private seed for the draws (None: Pyro's and torch's streams as they are).
     """
+    check_int("num_samples", num_samples)
     frame = as_frame(data)
     check_columns(bn, frame)
-    with seeded(seed):
-        return LogLikelihood(bn.model, method="importance", num_samples=num_samples)(frame)
+    estimate = LogLikelihood(bn.model, method="importance", num_samples=num_samples)
+
+    def one_pass(start: int, stop: int) -> Estimate:
+        with warnings.catch_warnings():  # warned below, with the rows counted over all passes
+            warnings.simplefilter("ignore", UnreliableWeightsWarning)
+            return estimate(frame.iloc[start:stop])
+
+    found = Estimate.concat(deal_out(len(frame), ROWS_PER_PASS, one_pass, seed=seed))
+    warn_unreliable(found.ess, found.pareto_k, num_samples, stacklevel=4)
+    return found
 
 
 def importance_posterior(
@@ -112,9 +135,40 @@ def importance_posterior(
     query = query_variables(bn, variables)
     frame = as_frame(data)
     check_columns(bn, frame)
+    parts = deal_out(
+        len(frame),
+        ROWS_PER_PASS,
+        lambda a, b: _weighted_draws(bn, frame.iloc[a:b], query, num_samples),
+        seed=seed,
+    )
+    log_p = torch.cat([part[0] for part in parts])
+    ess = torch.cat([part[1] for part in parts])
+    shapes = [part[2] for part in parts]
+    shape = None if any(k is None for k in shapes) else torch.cat(shapes)
+    warn_unreliable(ess, shape, num_samples, stacklevel=4)
+    unreached = ~torch.isfinite(log_p)
+    if bool(unreached.any()):
+        rows = unreached.nonzero().flatten().tolist()
+        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+        raise ValueError(
+            f"none of the {num_samples:,} samples is compatible with the evidence of row(s) "
+            f"{shown} (counting from 0): the evidence is impossible, or too rare for this many "
+            "samples; use more samples, or exact inference"
+        )
+    probs = {v: torch.cat([part[3][v] for part in parts]) for v in query}
+    stderr = {v: torch.cat([part[4][v] for part in parts]) for v in query}
+    return PosteriorEstimate(probs, stderr, ess, shape, num_samples)
+
+
+def _weighted_draws(
+    bn: DiscreteBN, frame: pd.DataFrame, query: Sequence[str], num_samples: int
+) -> tuple[Tensor, Tensor, Tensor | None, dict[str, Tensor], dict[str, Tensor]]:
+    """One pass of rows: ``log p`` estimates, effective sample sizes, Pareto shapes, and the
+    self-normalized posterior marginals with their standard errors (NaN for a row that no
+    sample reaches; the caller names those rows)."""
     args: tuple[Any, ...] = (frame,)
     cards = bn.cardinalities
-    with seeded(seed), torch.no_grad():
+    with torch.no_grad():
         layout, _, _ = probe(bn.model, None, args, {}, "data")
         stats = WeightAccumulator(num_samples)
         chunks_lw, chunks_values = [], {v: [] for v in query}
@@ -131,16 +185,6 @@ def importance_posterior(
                     chunks_values[v].append(value.expand(k, layout.size).reshape(k, -1))
                 done += k
     log_p, _, ess, shape = stats.result()
-    warn_unreliable(ess, shape, num_samples, stacklevel=4)
-    unreached = ~torch.isfinite(log_p)
-    if bool(unreached.any()):
-        rows = unreached.nonzero().flatten().tolist()
-        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
-        raise ValueError(
-            f"none of the {num_samples:,} samples is compatible with the evidence of row(s) "
-            f"{shown} (counting from 0): the evidence is impossible, or too rare for this many "
-            "samples; use more samples, or exact inference"
-        )
     weights = torch.softmax(torch.cat(chunks_lw).to(torch.float64), 0)  # [K, N], columns sum to 1
     probs, stderr = {}, {}
     for v in query:
@@ -149,4 +193,4 @@ def importance_posterior(
         p = (weights[..., None] * onehot).sum(0)
         var = (weights[..., None] ** 2 * (onehot - p) ** 2).sum(0)
         probs[v], stderr[v] = p, var.sqrt()
-    return PosteriorEstimate(probs, stderr, ess, shape, num_samples)
+    return log_p, ess, shape, probs, stderr

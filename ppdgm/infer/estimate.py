@@ -353,35 +353,27 @@ def bounds(
         >>> list(found)
         ['ELBO (10 samples)', 'IWAE K=1', 'IWAE K=10']
     """
-    from ppdgm.batch import as_arguments, check_rows, split_rows
-    from ppdgm.distributed import current_group, gather
+    from ppdgm.batch import as_arguments, check_rows, num_rows, select_rows
+    from ppdgm.distributed import deal_out
 
     check = getattr(model, "check", None)
     x = check(x) if check is not None and isinstance(x, Tensor) else check_rows(x, "x")
-    where = current_group()
     found: dict[str, Estimate] = {}
     methods = [("elbo", max(samples))] + [("importance", k) for k in samples]
     notes = []
     for m, (method, k) in enumerate(methods):
         estimator = LogLikelihood(model.model, model.guide, method=method, num_samples=k)
+
+        def score(start: int, stop: int, estimator: LogLikelihood = estimator) -> Estimate:
+            args, kwargs = as_arguments(select_rows(x, slice(start, stop)))
+            return estimator(*args, **kwargs)
+
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UnreliableWeightsWarning)
-            parts = {}
-            for i, chunk in enumerate(split_rows(x, rows_per_pass)):
-                if i % where.size != where.rank:
-                    continue
-                args, kwargs = as_arguments(chunk)
-                with torch.random.fork_rng(enabled=seed is not None, devices=[]):
-                    if seed is not None:
-                        torch.manual_seed((seed * 1_000_003 + m) * 1_000_003 + i)
-                    parts[i] = estimator(*args, **kwargs)
+            parts = deal_out(num_rows(x), rows_per_pass, score, seed=seed, stream=m)
         unreliable = any(issubclass(w.category, UnreliableWeightsWarning) for w in caught)
-        if where.parallel:
-            shares = gather((parts, unreliable))
-            parts = {i: e for share, _ in shares for i, e in share.items()}
-            unreliable = any(flag for _, flag in shares)
         label = f"ELBO ({k} samples)" if method == "elbo" else f"IWAE K={k}"
-        found[label] = Estimate.concat([parts[i] for i in sorted(parts)])
+        found[label] = Estimate.concat(parts)
         if unreliable:
             notes.append(label)
     return found, notes
