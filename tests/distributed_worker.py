@@ -34,6 +34,7 @@ def main() -> None:
     for name in names:
         pyro.clear_param_store()
         train_one(name, out / name if len(names) > 1 else out, fail_at)
+    dist.barrier()  # rank 0 hosts the store (MASTER_ADDR): it leaves after the others are done
     dist.destroy_process_group()
 
 

@@ -215,24 +215,10 @@ def test_a_zoo_vae_trains_and_is_evaluated_by_two_processes(
 ) -> None:
     # fit compares the processes' parameters after every epoch (and stops the run if they
     # differ); a VAE's bounds are sampled, and two processes' per-row numbers are one's
-    trained = launch(
-        2,
-        "fit",
-        "vae",
-        "--data",
-        "digits",
-        "--epochs",
-        "2",
-        "--out",
-        str(tmp_path),
-        "--no-progress",
-        "--z-dim",
-        "4",
-        "--hidden",
-        "32",
-    )
+    fit_vae = ["fit", "vae", "--data", "digits", "--epochs", "1", "--out", str(tmp_path)]
+    trained = launch(2, *fit_vae, "--no-progress", "--z-dim", "4", "--hidden", "32")
     assert trained.returncode == 0, trained.stderr
-    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
     one, two = evaluate(tmp_path, 1, capsys), evaluate(tmp_path, 2, capsys)
     assert one["rows"] == two["rows"] == 150
     assert len(one["results"]) == 3
@@ -247,41 +233,24 @@ def test_a_zoo_vae_trains_and_is_evaluated_by_two_processes(
         }
 
 
-def test_a_minibatch_smaller_than_the_processes_leaves_some_without_rows(tmp_path: Path) -> None:
+def test_a_minibatch_smaller_than_the_processes_leaves_some_without_rows(group: Path) -> None:
     # 3 processes, global minibatches of 2 rows: one process gets none at every step, and the
     # run still equals one process's (FVSBN: a deterministic objective)
-    import torch.multiprocessing as mp
-
-    x = torch.bernoulli(torch.full((9, 5), 0.4), generator=torch.Generator().manual_seed(1))
-    port = free_port()
-    mp.spawn(_tiny_run, args=(3, port, x, tmp_path), nprocs=3, join=True)
-    alone = _tiny_fit(x)
+    alone = _tiny_fit()
     for rank in range(3):
-        theirs = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        theirs = torch.load(group / f"tiny{rank}.pt", weights_only=True)
         for k, v in alone.items():
             torch.testing.assert_close(theirs[k], v, rtol=0, atol=1e-6)
 
 
-def _tiny_fit(x: torch.Tensor) -> dict[str, torch.Tensor]:
+def _tiny_fit() -> dict[str, torch.Tensor]:
     from ppdgm.models import FVSBN
-    from ppdgm.train import fit
 
+    x = torch.bernoulli(torch.full((9, 5), 0.4), generator=torch.Generator().manual_seed(1))
     torch.manual_seed(0)
     model = FVSBN(5)
     fit(model, x, epochs=2, batch_size=2, lr=0.05, progress=False)
     return model.state_dict()
-
-
-def _tiny_run(rank: int, size: int, port: int, x: torch.Tensor, out: Path) -> None:
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    store = dist.TCPStore("127.0.0.1", port, size, rank == 0)
-    dist.init_process_group("gloo", store=store, rank=rank, world_size=size)
-    try:
-        torch.save(_tiny_fit(x), out / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 class Standardised(torch.nn.Module):
@@ -298,12 +267,12 @@ class Standardised(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def group_of_two(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two processes in one gloo group, spawned here, each writing what it found."""
+def group(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three processes in one gloo group, spawned here, each writing what it found."""
     import torch.multiprocessing as mp
 
     out = tmp_path_factory.mktemp("group")
-    mp.spawn(_group_run, args=(2, free_port(), out), nprocs=2, join=True)
+    mp.spawn(_group_run, args=(3, free_port(), out), nprocs=3, join=True)
     return out
 
 
@@ -318,6 +287,7 @@ def _group_run(rank: int, size: int, port: int, out: Path) -> None:
     store = dist.TCPStore("127.0.0.1", port, size, rank == 0)
     dist.init_process_group("gloo", store=store, rank=rank, world_size=size)
     try:
+        torch.save(_tiny_fit(), out / f"tiny{rank}.pt")
         bn, rows = example("alarm"), _network_rows()
         found = {"log_p": bn.log_prob(rows), **bn.posterior(rows, ["HR", "CO"])}
         torch.save(found, out / f"bn{rank}.pt")
@@ -352,6 +322,7 @@ def _group_run(rank: int, size: int, port: int, out: Path) -> None:
             )
         except ReplicasDiverged as e:
             (out / f"diverged{rank}.txt").write_text(str(e))
+        dist.barrier()  # rank 0 hosts the store: it leaves after the others are done
     finally:
         dist.destroy_process_group()
 
@@ -379,19 +350,19 @@ def _importance(bn, rows) -> dict[str, torch.Tensor]:
     }
 
 
-def test_network_queries_are_shared_out_by_rows(group_of_two: Path, monkeypatch) -> None:
+def test_network_queries_are_shared_out_by_rows(group: Path, monkeypatch) -> None:
     from ppdgm.bn import approximate, example
 
     bn, rows = example("alarm"), _network_rows()
     log_p, posterior = bn.log_prob(rows), bn.posterior(rows, ["HR", "CO"])
-    for rank in range(2):
-        theirs = torch.load(group_of_two / f"bn{rank}.pt", weights_only=True)
+    for rank in range(3):
+        theirs = torch.load(group / f"bn{rank}.pt", weights_only=True)
         torch.testing.assert_close(theirs["log_p"], log_p, rtol=1e-12, atol=0)
         for v in ("HR", "CO"):
             torch.testing.assert_close(theirs[v], posterior[v], rtol=1e-12, atol=1e-14)
-        # evidence of probability zero in a row of rank 1's block: both processes raise, and
+        # evidence of probability zero in a row of rank 2's block: every process raises, and
         # the message names the data's row
-        error = (group_of_two / f"error{rank}.txt").read_text()
+        error = (group / f"error{rank}.txt").read_text()
         assert error.startswith("the evidence of row(s) 250 ")
     # importance sampling: each pass of rows seeded on its own, so one process's numbers
     monkeypatch.setattr(approximate, "ROWS_PER_PASS", 64)
@@ -400,24 +371,25 @@ def test_network_queries_are_shared_out_by_rows(group_of_two: Path, monkeypatch)
         alone = _importance(bn, rows)
     said = [str(w.message) for w in caught if issubclass(w.category, UnreliableWeightsWarning)]
     assert any("of 301 data points" in m and "at point 139" in m for m in said), said
-    for rank in range(2):
-        theirs = torch.load(group_of_two / f"importance{rank}.pt", weights_only=True)
+    for rank in range(3):
+        theirs = torch.load(group / f"importance{rank}.pt", weights_only=True)
         assert theirs.keys() == alone.keys()
         for k, v in alone.items():
             torch.testing.assert_close(theirs[k], v, rtol=1e-12, atol=0, equal_nan=True)
 
 
-def test_buffers_are_rank_0s_after_every_epoch(group_of_two: Path) -> None:
+def test_buffers_are_rank_0s_after_every_epoch(group: Path) -> None:
     # each process's running statistics come from its own rows; fit makes them rank 0's
-    ranks = [torch.load(group_of_two / f"buffers{r}.pt", weights_only=True) for r in range(2)]
+    ranks = [torch.load(group / f"buffers{r}.pt", weights_only=True) for r in range(3)]
     assert ranks[0]["norm.running_mean"].abs().min() > 0.01  # moved from the initial zeros
-    for k in ranks[0]:
-        assert torch.equal(ranks[0][k], ranks[1][k]), k
+    for theirs in ranks[1:]:
+        for k in ranks[0]:
+            assert torch.equal(ranks[0][k], theirs[k]), k
 
 
-def test_processes_whose_parameters_part_stop_with_an_error(group_of_two: Path) -> None:
-    for rank in range(2):
-        message = (group_of_two / f"diverged{rank}.txt").read_text()
+def test_processes_whose_parameters_part_stop_with_an_error(group: Path) -> None:
+    for rank in range(3):
+        message = (group / f"diverged{rank}.txt").read_text()
         assert message.startswith("after epoch 1 the processes hold different parameters: 'loc'")
         assert "rank 1" in message
 
