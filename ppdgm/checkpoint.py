@@ -3,8 +3,10 @@ model, loaded with ``weights_only=True``."""
 
 from ppdgm.training.checkpoint import (
     FORMAT,
+    MAX_BYTES,
     MAX_ELEMENTS,
     build_model,
+    check_config,
     describe_spec,
     load_model,
     load_state,
@@ -17,8 +19,10 @@ from ppdgm.training.checkpoint import (
 
 __all__ = [
     "FORMAT",
+    "MAX_BYTES",
     "MAX_ELEMENTS",
     "build_model",
+    "check_config",
     "describe_spec",
     "load_model",
     "load_state",

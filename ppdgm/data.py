@@ -61,8 +61,9 @@ _ALLOWED[list(b"01 \t\r\n")] = True
 
 
 def read_amat(path: str | os.PathLike[str], dim: int | None = None) -> Tensor:
-    """Reads an ``.amat`` file of binary rows: one row per line, values ``0``/``1`` separated by
-    white space. Empty lines at the end are ignored.
+    r"""Reads an ``.amat`` file of binary rows: one row per line, values ``0``/``1`` separated by
+    spaces or tabs. Lines may end with ``\n``, ``\r\n`` or a lone ``\r``; empty lines at the
+    end are ignored.
 
     Arguments:
         path: the file.
@@ -73,26 +74,49 @@ def read_amat(path: str | os.PathLike[str], dim: int | None = None) -> Tensor:
 
     Raises:
         FileNotFoundError: if there is no such file.
-        ValueError: naming the line at fault: a value other than 0 and 1, or a line with another
-            number of values.
+        ValueError: naming the file and the line at fault (counted from 1): a value other than
+            0 and 1, or a line with another number of values; or a file without rows.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = Path(d, "x.amat").write_bytes(b"0 1\r1 1\r\n0 0\n")
+        ...     read_amat(Path(d, "x.amat")).tolist()
+        [[0.0, 1.0], [1.0, 1.0], [0.0, 0.0]]
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+    return _parse_amat(data, str(path), dim)
+
+
+def _parse_amat(data: bytes, name: str, dim: int | None) -> Tensor:
+    """The rows of ``.amat`` text ``data`` (see :func:`read_amat`); ``name`` names it in errors."""
+    raw = np.frombuffer(data, dtype=np.uint8)
     digit = (raw == ord("0")) | (raw == ord("1"))
+    lf, cr = raw == ord("\n"), raw == ord("\r")
+    # a line ends at "\n", and at a "\r" not followed by "\n" (a "\r\n" ends once, at its "\n")
+    is_end = lf.copy()
+    if len(raw):
+        is_end[:-1] |= cr[:-1] & ~lf[1:]
+        is_end[-1] |= cr[-1]
+    ends = np.flatnonzero(is_end)
     # a value is one digit between white space: any other byte, or two digits in a row, is not
     bad = ~_ALLOWED[raw]
     bad[1:] |= digit[1:] & digit[:-1]
     if bad.any():
         at = int(bad.argmax())
-        line = int((raw[:at] == ord("\n")).sum()) + 1
-        start = raw[:at].tobytes().rfind(b"\n") + 1
-        token = raw[start:].tobytes().split(b"\n")[0].decode("utf-8", "replace")
-        token = next((t for t in token.split() if t not in ("0", "1")), token.strip())
-        raise ValueError(f"{path}, line {line}: value {token[:20]!r} is not 0 or 1")
-    ends = np.flatnonzero(raw == ord("\n"))
-    if len(raw) and raw[-1] != ord("\n"):
+        line = int(np.searchsorted(ends, at)) + 1  # line ends before the byte, plus one
+        start = int(ends[line - 2]) + 1 if line > 1 else 0
+        stop = int(ends[line - 1]) if line - 1 < len(ends) else len(raw)
+        text = raw[start:stop].tobytes().decode("utf-8", "replace").replace("\r", "")
+        token = next((t for t in text.split() if t not in ("0", "1")), text.strip())
+        raise ValueError(f"{name}, line {line}: value {token[:20]!r} is not 0 or 1")
+    if len(raw) and not is_end[-1]:
         ends = np.append(ends, len(raw))
     before = np.concatenate([[0], np.cumsum(digit)])  # before[i]: values in raw[:i]
     counts = np.diff(np.concatenate([[0], before[ends]])).astype(np.int64)
@@ -101,14 +125,14 @@ def read_amat(path: str | os.PathLike[str], dim: int | None = None) -> Tensor:
         last -= 1
     counts = counts[:last]
     if not last:
-        raise ValueError(f"{path} holds no rows")
+        raise ValueError(f"{name} holds no rows")
     dim = int(counts[0]) if dim is None else dim
     if dim == 0:
-        raise ValueError(f"{path}, line 1: no values")
+        raise ValueError(f"{name}, line 1: no values")
     wrong = np.flatnonzero(counts != dim)
     if len(wrong):
         raise ValueError(
-            f"{path}, line {int(wrong[0]) + 1}: {int(counts[wrong[0]])} values, expected {dim}"
+            f"{name}, line {int(wrong[0]) + 1}: {int(counts[wrong[0]])} values, expected {dim}"
         )
     values = raw[digit] - ord("0")
     return torch.from_numpy(values.reshape(last, dim).astype(np.float32))

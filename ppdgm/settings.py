@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -85,6 +86,17 @@ def size_lists(text: str, count: int) -> tuple[tuple[int, ...], ...]:
 
 def _one_size(text: str) -> int:
     return sizes(text, count=1)[0]
+
+
+def _finite(text: str) -> float:
+    """A finite number (NaN and infinities are no setting)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"takes a finite number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"takes a finite number, got {text!r}")
+    return value
 
 
 def setting(
@@ -163,7 +175,7 @@ def _parser(field: dataclasses.Field[Any], options: dict[str, Any]) -> Callable[
     if isinstance(default, int):
         return _one_size
     if isinstance(default, float):
-        return float
+        return _finite
     if isinstance(default, tuple) and all(isinstance(v, int) for v in default):
         return sizes
     return str
@@ -235,6 +247,8 @@ def from_flags(config: type, namespace: argparse.Namespace, name: str, **data: A
         if isinstance(value, str) and not isinstance(field.default, bool):
             try:
                 value = _parser(field, options)(value)
+                if isinstance(value, float) and not math.isfinite(value):  # a model's own parse
+                    raise ValueError(f"takes a finite number, got {value!r}")
             except ValueError as e:
                 raise ValueError(f"{flag_of(field)} {e} ({name})") from None
         values[field.name] = value

@@ -311,3 +311,97 @@ def test_available_examples():
     names = pbn.available()
     for name in ["asia", "sprinkler", "student", "alarm", "child", "win95pts"]:
         assert name in names
+
+
+# --------------------------------------------------------------------------- fuzzed cases
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), np.nan, pd.NA, ""])
+def test_state_that_reads_as_missing_is_refused(bad):
+    with pytest.raises(ValueError, match=r"state .* of variable 'b' .* not a valid state name"):
+        DiscreteBN(CHAIN, _cpts(), states={"a": ("x", "y"), "b": ("ok", bad)})
+
+
+@pytest.mark.parametrize("bad", [float("nan"), ""])
+def test_variable_that_reads_as_missing_is_refused(bad):
+    dag = nx.DiGraph([("a", bad)])
+    with pytest.raises(ValueError, match=r"variable .* has an invalid name"):
+        DiscreteBN(dag, {"a": [0.5, 0.5], bad: [[0.5, 0.5], [0.5, 0.5]]})
+
+
+def test_equal_state_names_of_different_types_are_repeats():
+    with pytest.raises(ValueError, match=r"'a' has repeated state names .*positions 0 and 1"):
+        DiscreteBN(CHAIN, _cpts(), states={"a": (1, 1.0)})
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda bn, f: bn.log_prob(f),
+        lambda bn, f: bn.posterior(f, "a"),
+        lambda bn, f: bn.log_prob(f, method="importance", num_samples=4),
+        lambda bn, f: bn.impute(f),
+        lambda bn, f: bn.predict(f),
+        lambda bn, f: bn.fit(f),
+        lambda bn, f: pbn.fit(CHAIN, f),
+    ],
+)
+def test_duplicate_columns_are_named(call):
+    bn = DiscreteBN(CHAIN, _cpts())
+    frame = pd.DataFrame([[0, 0, 1]], columns=["a", "b", "a"])
+    with pytest.raises(ValueError, match=r"columns named more than once: 'a'"):
+        call(bn, frame)
+
+
+def test_variable_named_data_takes_importance_sampling():
+    dag = nx.DiGraph([("data", "b")])
+    bn = DiscreteBN(dag, {"data": [0.5, 0.5], "b": [[0.5, 0.5], [0.3, 0.7]]})
+    assert bn.plate == "_data"
+    rows = pd.DataFrame({"data": [0, None], "b": [None, 1]})
+    est = bn.log_prob(rows, method="importance", num_samples=10, seed=0)
+    assert float(est.log_prob[0]) == pytest.approx(np.log(0.5))
+    post = bn.posterior(rows, "data", method="importance", num_samples=10, seed=0)
+    assert post.probs["data"].shape == (2, 2)
+
+
+@pytest.mark.parametrize("method", ["exact", "importance"])
+def test_zero_rows_give_empty_results(method):
+    bn = DiscreteBN(CHAIN, _cpts())
+    rows = pd.DataFrame({"a": [], "c": []})
+    log_p = bn.log_prob(rows, method=method, num_samples=30)
+    assert (log_p if method == "exact" else log_p.log_prob).shape == (0,)
+    post = bn.posterior(rows, ["a", "b"], method=method, num_samples=30)
+    probs = post if method == "exact" else post.probs
+    assert probs["b"].shape == (0, 2)
+    frame = bn.posterior(rows, "b", method=method, num_samples=30, as_frame=True)
+    assert frame.shape == (0, 2)
+
+
+def test_importance_on_rows_that_observe_nothing():
+    bn = DiscreteBN(CHAIN, _cpts())
+    rows = pd.DataFrame({"a": [None, None]})
+    assert bn.log_prob(rows, method="importance", num_samples=30).log_prob.tolist() == [0, 0]
+    post = bn.posterior(rows, "a", method="importance", num_samples=4000, seed=0)
+    assert post.probs["a"][:, 1].tolist() == pytest.approx([0.7, 0.7], abs=0.05)
+
+
+def test_variable_named_by_a_number_is_one_query_variable():
+    bn = DiscreteBN(nx.DiGraph([(0, 1)]), {0: [0.5, 0.5], 1: [[0.9, 0.1], [0.2, 0.8]]})
+    assert bn.posterior({1: 1}, 0)[0][0].tolist() == pytest.approx([1 / 9, 8 / 9])
+    assert list(bn.predict({1: 1}, 0).columns) == [0]
+
+
+@pytest.mark.parametrize("tiny", [1e-200, 1e-300, 5e-324])
+def test_products_of_tiny_entries_do_not_underflow(tiny):
+    net = DiscreteBN(
+        CHAIN, _cpts(a=[tiny, 1 - tiny], b=[[tiny, 1 - tiny], [0.0, 1.0]], c=[[1, 0], [0, 1]])
+    )
+    expected = 2 * np.log(tiny)
+    for row in ({"c": 0}, {"b": 0}, {"a": 0, "b": 0}):
+        assert float(net.log_prob(row)[0]) == pytest.approx(expected, rel=1e-12)
+    post = net.posterior({"c": 0}, ["a", "b"])
+    assert post["a"].tolist() == [[1.0, 0.0]] and post["b"].tolist() == [[1.0, 0.0]]
+    # the denormal entry itself, against a normal one: p(a = 0 | b = 0) = tiny / (tiny + 1e-300)
+    net = DiscreteBN(CHAIN, _cpts(a=[0.5, 0.5], b=[[tiny, 1 - tiny], [1e-300, 1 - 1e-300]]))
+    got = net.posterior({"b": 0}, "a")["a"][0, 0].item()
+    assert got == pytest.approx(tiny / (tiny + 1e-300), rel=1e-9)

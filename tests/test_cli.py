@@ -464,3 +464,107 @@ def test_the_parser_imports_no_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------ numbers and OS errors
+@pytest.mark.parametrize(
+    ("argv", "flag", "wanted"),
+    [
+        (["bn", "fit", "asia", "--data", "x.csv", "--pseudo-count"], "--pseudo-count", ">= 0"),
+        (["bn", "fit", "asia", "--data", "x.csv", "--ess"], "--ess", "> 0"),
+        (["bn", "fit", "asia", "--data", "x.csv", "--tol"], "--tol", ">= 0"),
+        (["bn", "sample", "asia", "--missing"], "--missing", "in [0, 1]"),
+        (["fit", "fvsbn", "--lr"], "--lr", "> 0"),
+        (["fit", "fvsbn", "--lr-decay"], "--lr-decay", "> 0"),
+        (["fit", "fvsbn", "--weight-decay"], "--weight-decay", ">= 0"),
+    ],
+)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", "NaN", "1e999", "x"])
+def test_every_number_option_must_be_finite_and_in_range(
+    argv: list[str], flag: str, wanted: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv[:-1], f"{flag}={value}"])  # "--lr -inf" would read -inf as a flag
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"error: argument {flag}: must be a finite number" in err
+    assert wanted in err
+
+
+def test_the_shared_number_type_reports_as_argparse_does() -> None:
+    import argparse
+
+    from ppdgm.commands._common import finite_float
+
+    positive = finite_float(greater=0.0)
+    assert positive("2.5") == 2.5
+    for bad, shown in (("nan", "nan"), ("inf", "inf"), ("0", "0"), ("x", "'x'")):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"> 0, got {shown}$"):
+            positive(bad)
+    assert finite_float()("-3") == -3.0
+    with pytest.raises(argparse.ArgumentTypeError, match=r"in \[0, 1\], got 2"):
+        finite_float(least=0, most=1)("2")
+
+
+def test_bn_fit_nan_prior_is_refused_not_uniform_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = tmp_path / "rows.csv"
+    assert main(["bn", "sample", "asia", "-n", "50", "--seed", "0", "-o", str(rows)]) == 0
+    for flag in ("--pseudo-count", "--ess"):
+        with pytest.raises(SystemExit):
+            main(["bn", "fit", "asia", "--data", str(rows), "--prior", "bdeu", flag, "nan"])
+        assert f"argument {flag}: must be a finite number" in capsys.readouterr().err
+
+
+def test_model_settings_must_be_finite(capsys: pytest.CaptureFixture[str]) -> None:
+    for value in ("nan", "inf"):
+        assert main(["fit", "realnvp", "--logit-alpha", value, "--out", "never"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert (
+            err == f"ppdgm fit: error: --logit-alpha takes a finite number, got {value} (realnvp)"
+        )
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"ppdgm {command}: error: "), lines[0]
+    return lines[0]
+
+
+def test_bn_outputs_under_a_file_or_on_a_full_or_read_only_disk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+    from unittest import mock
+
+    rows = tmp_path / "rows.csv"
+    assert main(["bn", "sample", "asia", "-n", "30", "--seed", "0", "-o", str(rows)]) == 0
+    capsys.readouterr()
+    blocker = _write(tmp_path / "blocker", "")
+    assert main(["bn", "fit", "asia", "--data", str(rows), "-o", str(blocker / "x.bif")]) == 2
+    assert "blocker is a file, not a folder" in _one_error_line(capsys, "bn")
+    assert main(["bn", "sample", "asia", "-o", str(blocker / "x.csv")]) == 2
+    assert f"cannot write {blocker / 'x.csv'}: " in _one_error_line(capsys, "bn")
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x.csv").write_text("old\n")
+    full = OSError(errno.ENOSPC, "No space left on device")
+    denied = PermissionError(errno.EACCES, "Permission denied")
+    for error, words in ((full, "disk full"), (denied, "permission denied")):
+        # a read-only folder: nothing can be made or removed there (root ignores chmod)
+        with (
+            mock.patch("pathlib.Path.write_text", side_effect=error),
+            mock.patch("pathlib.Path.unlink", side_effect=denied),
+        ):
+            assert main(["bn", "sample", "asia", "-o", str(out / "x.csv")]) == 2
+        line = _one_error_line(capsys, "bn")
+        assert f"cannot write {out / 'x.csv'}: {words}" in line
+        assert (out / "x.csv").read_text() == "old\n"  # the old file stays whole
+        assert sorted(p.name for p in out.iterdir()) == ["x.csv"]
+    with mock.patch("pathlib.Path.write_bytes", side_effect=full):
+        assert main(["bn", "fit", "asia", "--data", str(rows), "-o", str(out / "n.bif")]) == 2
+    assert f"cannot write {out / 'n.bif'}: disk full" in _one_error_line(capsys, "bn")
+    assert sorted(p.name for p in out.iterdir()) == ["x.csv"]

@@ -206,3 +206,34 @@ def test_dataloader_shuffles_with_a_fixed_seed() -> None:
     assert second != epochs[0]  # the next epoch has its own order
     assert next(b.squeeze(1).tolist() for (b,) in dataloader(x, 4, shuffle=False)) == [0, 1, 2, 3]
     assert [len(b) for (b,) in dataloader(x, 4, drop_last=True)] == [4, 4]
+
+
+# ------------------------------------------------------------- .amat line endings and errors
+@pytest.mark.parametrize("end", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
+def test_amat_reads_every_kind_of_line_ending(tmp_path: Path, end: bytes) -> None:
+    rows = [[0, 1, 1], [1, 0, 0], [1, 1, 1]]
+    path = tmp_path / "x.amat"
+    path.write_bytes(end.join(b" ".join(str(v).encode() for v in row) for row in rows) + end * 2)
+    assert read_amat(path).tolist() == rows
+    path.write_bytes(b"0 1 1\r\n1 0 0\r1 1 1")  # mixed, no final line end
+    assert read_amat(path).tolist() == rows
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"0 1\r1 1 0\r", r"x\.amat, line 2: 3 values, expected 2"),
+        (b"0 1\r\n1 1\r\n0\r\n", r"x\.amat, line 3: 1 values, expected 2"),
+        (b"0 1\r1 2\r", r"x\.amat, line 2: value '2' is not 0 or 1"),
+        (b"0 1\r\n1 1\r\n0 0.5\r\n", r"x\.amat, line 3: value '0\.5' is not 0 or 1"),
+        (b"0 1\r0 1\r\xff\xfe 1", r"x\.amat, line 3: value .* is not 0 or 1"),
+        (b"\r\n\r\n", r"x\.amat holds no rows"),
+    ],
+)
+def test_amat_errors_name_the_line_whatever_the_line_endings(
+    tmp_path: Path, text: bytes, message: str
+) -> None:
+    path = tmp_path / "x.amat"
+    path.write_bytes(text)
+    with pytest.raises(ValueError, match=message):
+        read_amat(path)

@@ -724,3 +724,46 @@ def test_a_tiny_ess_warns_where_pareto_k_is_undefined() -> None:
         good = LogLikelihood(model, exact_guide, num_samples=1000)(x)
     assert float(good.log_prob[0]) == pytest.approx(exact, abs=1e-9)
     assert float(good.ess[0]) == pytest.approx(1000)
+
+
+def _coin_model(x: torch.Tensor) -> None:
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Bernoulli(0.3))
+        pyro.sample("x", dist.Normal(2.0 * z, 1.0), obs=x)
+
+
+def _coin_flips(x: torch.Tensor) -> None:
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("x", dist.Bernoulli(0.5), obs=x)
+
+
+@pytest.mark.parametrize("method", ["exact", "importance", "elbo"])
+def test_infinite_observations_no_rows_and_values_outside_the_support_are_named(
+    method: str,
+) -> None:
+    estimate = LogLikelihood(_coin_model, method=method, num_samples=20)
+    with pytest.raises(ValueError, match=r"'x' has an infinite value in 1 of its 3 .*indices 2"):
+        estimate(torch.tensor([0.0, 1.0, math.inf]))
+    with pytest.raises(ValueError, match="no data points to score"):
+        estimate(torch.zeros(0))
+    flips = LogLikelihood(_coin_flips, method=method, num_samples=20)
+    with pytest.raises(ValueError, match=r"'x' has values outside the support .*\(indices 1\)"):
+        flips(torch.tensor([1.0, 2.0, 0.0]))  # Bernoulli's log-density at 2 is -log 2 unchecked
+    assert flips(torch.tensor([1.0, 0.0])).log_prob.tolist() == pytest.approx([-math.log(2)] * 2)
+
+
+def test_no_rows_is_named_by_evaluate_bounds_and_fit() -> None:
+    # a mean over no rows used to come back as an NLL of -0.0, and validation on it as "best"
+    from ppdgm.infer.estimate import bounds
+    from ppdgm.models import VAE
+    from ppdgm.train import evaluate, fit
+
+    vae = VAE(4, 2, [8])
+    with pytest.raises(ValueError, match="no rows to evaluate: x has 0 rows"):
+        evaluate(vae, torch.zeros(0, 4))
+    with pytest.raises(ValueError, match="no rows to score: x has 0 rows"):
+        bounds(vae, torch.zeros(0, 4), [1, 5])
+    with pytest.raises(ValueError, match="validation data has 0 rows: pass valid=None"):
+        fit(vae, torch.ones(3, 4), torch.zeros(0, 4), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="no training data: train has 0 rows"):
+        fit(vae, torch.zeros(0, 4), epochs=1, progress=False)

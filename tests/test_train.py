@@ -4,6 +4,7 @@ models or from other sources, and the command line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import pickle
@@ -587,3 +588,223 @@ def test_command_line_refuses_a_device_it_cannot_use(device: str, message: str, 
             main(command)
         assert exit_.value.code == 2
         assert message in capsys.readouterr().err
+
+
+# ------------------------------------------------- damaged checkpoints, OS errors, SIGTERM
+SMALL_FIT = ["fit", "fvsbn", "--data", "digits", "--train-rows", "100", "--valid-rows", "50",
+             "--no-progress"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("small") / "run"
+    assert main([*SMALL_FIT, "--epochs", "1", "--out", str(out)]) == 0
+    return out
+
+
+def _error_line(capsys, command: str) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"ppdgm {command}: error: "), lines[0]
+    return lines[0]
+
+
+def test_evaluate_refuses_non_finite_weights(small_run: Path, tmp_path: Path, capsys) -> None:
+    checkpoint = torch.load(small_run / "best.pt", weights_only=True)
+    for value, word in ((math.nan, "NaN"), (math.inf, "infinite")):
+        checkpoint["state_dict"]["bias"][3] = value
+        torch.save(checkpoint, tmp_path / "bad.pt")
+        for command in (["evaluate"], ["sample", "-o", str(tmp_path / "s.png")]):
+            assert main([command[0], str(tmp_path / "bad.pt"), *command[1:]]) == 2
+            line = _error_line(capsys, command[0])
+            assert f"{tmp_path / 'bad.pt'} holds {word} weights (bias)" in line
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_resume_names_a_tensor_of_another_shape(small_run: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(small_run, out)
+    checkpoint = torch.load(out / "last.pt", weights_only=True)
+    checkpoint["state_dict"]["weight"] = torch.zeros(3, 5)
+    torch.save(checkpoint, out / "last.pt")
+    assert main([*SMALL_FIT, "--epochs", "2", "--out", str(out), "--resume"]) == 2
+    line = _error_line(capsys, "fit")
+    assert "weight has shape (3, 5), expected (64, 64)" in line
+    assert "start over with --overwrite or point --out elsewhere" in line
+    # another model's last.pt (a NADE's) in the folder: named too, never a RuntimeError
+    torch.manual_seed(0)
+    save_checkpoint(out / "last.pt", NADE(64, 4), optimizer={}, history=[], state={})
+    assert main([*SMALL_FIT, "--epochs", "2", "--out", str(out), "--resume"]) == 2
+    assert "start over with --overwrite or point --out elsewhere" in _error_line(capsys, "fit")
+    # the optimizer's moments of another shape: a step would fail on them
+    shutil.rmtree(out)
+    shutil.copytree(small_run, out)
+    checkpoint = torch.load(out / "last.pt", weights_only=True)
+    checkpoint["optimizer"]["state"][0]["exp_avg"] = torch.zeros(2)
+    torch.save(checkpoint, out / "last.pt")
+    assert main([*SMALL_FIT, "--epochs", "2", "--out", str(out), "--resume"]) == 2
+    assert "exp_avg of weight has shape (2,), expected (64, 64)" in _error_line(capsys, "fit")
+    assert main([*SMALL_FIT, "--epochs", "2", "--out", str(out), "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"name": "fvsbn", "config": {"dim": 10**12}}, "dim=1000000000000 of fvsbn must hold"),
+        ({"name": "fvsbn", "config": {"dim": -3}}, "dim=-3 of fvsbn must hold positive"),
+        ({"name": "fvsbn", "config": {"dim": "64"}}, "dim='64' of fvsbn is not of type int"),
+        ({"name": "nade", "config": {"dim": 64, "hidden_dim": 10**8}}, "an estimated 48.1 GiB"),
+        ({"name": "made", "config": {"dim": 64, "hidden_dims": [10**6, 10**6]}}, "3.6 TiB"),
+        ({"name": "made", "config": {"dim": 64, "hidden_dims": [8, "x"]}}, "is not of type"),
+        ({"name": "realnvp", "config": {"dim": 64, "logit_alpha": math.nan}}, "finite"),
+        ({"name": "nade", "config": {"dim": 64, "hidden_dim": True}}, "is not of type int"),
+    ],
+)
+def test_absurd_saved_settings_are_refused_before_allocating(
+    small_run: Path, tmp_path: Path, capsys, spec: dict, message: str
+) -> None:
+    checkpoint = torch.load(small_run / "best.pt", weights_only=True)
+    checkpoint["model"] = {**spec, "dtype": "float32"}
+    torch.save(checkpoint, tmp_path / "absurd.pt")
+    assert main(["evaluate", str(tmp_path / "absurd.pt")]) == 2
+    line = _error_line(capsys, "evaluate")
+    assert line.startswith(f"ppdgm evaluate: error: {tmp_path / 'absurd.pt'}: ")
+    assert message in line
+    if "GiB" in message or "TiB" in message:
+        assert "hidden_dim" in line and "refused before allocating" in line
+
+
+def test_out_is_a_file_or_under_a_file(tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("mine")
+    assert main([*SMALL_FIT, "--out", str(blocker)]) == 2
+    assert f"--out {blocker} is a file, not a folder" in _error_line(capsys, "fit")
+    assert main([*SMALL_FIT, "--out", str(blocker / "a" / "b")]) == 2
+    assert f"lies under {blocker}, a file, not a folder" in _error_line(capsys, "fit")
+    assert blocker.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 4480 vs 4372"),
+        OSError(28, "No space left on device"),
+    ],
+    ids=["torch-short-write", "enospc"],
+)
+def test_a_full_disk_stops_fit_with_a_whole_checkpoint(tmp_path: Path, capsys, error) -> None:
+    from unittest import mock
+
+    out = tmp_path / "run"
+    real_save, calls = torch.save, []
+
+    def save(obj, f, *args, **kwargs):  # epoch 1 saves best.pt and last.pt; then the disk fills
+        calls.append(f)
+        if len(calls) <= 2:
+            return real_save(obj, f, *args, **kwargs)
+        Path(f).write_bytes(b"PK\x03\x04 half a zip")
+        raise error
+
+    with mock.patch("torch.save", save):
+        assert main([*SMALL_FIT, "--epochs", "3", "--out", str(out)]) == 2
+    line = _error_line(capsys, "fit")
+    assert re.search(rf"{re.escape(str(out))}/(best|last)\.pt: disk full", line), line
+    assert not list(out.glob("*.tmp*")), "no temporary file is left behind"
+    assert read_checkpoint(out / "last.pt")["epoch"] == 1  # whole, the last finished epoch
+    assert main([*SMALL_FIT, "--epochs", "2", "--out", str(out), "--resume"]) == 0
+
+
+def test_a_read_only_run_folder_is_one_line(tmp_path: Path, capsys) -> None:
+    """Root ignores chmod: the folder's refusals are simulated, for mkdir, for every write of a
+    file there (the atomic writer's clean-up is refused too, and must not hide the first
+    error), and for a rename refused after the temporary file was written."""
+    from unittest import mock
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    out = tmp_path / "ro" / "run"
+    refused = PermissionError(13, "Permission denied", str(out))
+    with mock.patch("pathlib.Path.mkdir", side_effect=refused):
+        assert main([*SMALL_FIT, "--epochs", "1", "--out", str(out)]) == 2
+    assert f"{out}: permission denied" in _error_line(capsys, "fit")
+    out.mkdir(parents=True)
+    writes = ("pathlib.Path.write_text", "pathlib.Path.write_bytes", "torch.save")
+    with contextlib.ExitStack() as stack:
+        for name in (*writes, "pathlib.Path.unlink"):
+            stack.enter_context(mock.patch(name, denied))
+        assert main([*SMALL_FIT, "--epochs", "1", "--out", str(out)]) == 2
+    line = _error_line(capsys, "fit")
+    assert re.search(rf"{re.escape(str(out))}/\S+: permission denied", line), line
+    assert not list(out.iterdir())
+    with mock.patch("os.replace", denied):
+        assert main([*SMALL_FIT, "--epochs", "1", "--out", str(out)]) == 2
+    assert re.search(rf"{re.escape(str(out))}/\S+: permission denied", _error_line(capsys, "fit"))
+    assert not list(out.iterdir()), "neither a partial file nor a temporary one"
+
+
+def test_stale_temporary_files_go_at_the_next_start(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("last.pt.tmp", "samples.png.tmp.png", "metrics.jsonl.tmp"):
+        (out / name).write_bytes(b"half")
+    (out / "notes.txt").write_text("kept")
+    assert main([*SMALL_FIT, "--epochs", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "removed 3 temporary file(s) left by an interrupted run: last.pt.tmp, "
+        "metrics.jsonl.tmp, samples.png.tmp.png" in printed
+    )
+    assert not list(out.glob("*.tmp*")) and (out / "notes.txt").read_text() == "kept"
+
+
+def test_sigterm_stops_fit_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
+    """``ppdgm fit`` sent SIGTERM once its first checkpoint exists: exit status 143, one line
+    saying it was interrupted and what was kept; ``last.pt`` loads and --resume continues."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PPDGM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "ppdgm", *SMALL_FIT, "--epochs", "100000", "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "last.pt").exists():
+            assert child.poll() is None, child.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint within two minutes"
+            time.sleep(0.02)
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    assert child.returncode == 143, err.decode()
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    done = read_checkpoint(out / "last.pt")["epoch"]
+    assert lines[0].startswith("ppdgm fit: interrupted by SIGTERM; ")
+    assert f"kept {out / 'last.pt'}, the checkpoint of epoch {done}" in lines[0]
+    assert "--resume continues from it" in lines[0]
+    assert not list(out.glob("*.tmp*"))
+    load_model(out / "last.pt")
+    assert main([*SMALL_FIT, "--epochs", str(done + 1), "--out", str(out), "--resume"]) == 0
+    assert read_checkpoint(out / "last.pt")["epoch"] == done + 1
+
+
+def test_sigterm_handler_is_restored_after_fit(tmp_path: Path) -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert main([*SMALL_FIT, "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -45,7 +45,7 @@ from ppdgm.infer.estimate import (
     warn_unreliable,
 )
 from ppdgm.infer.probe import probe
-from ppdgm.infer.stats import WeightAccumulator
+from ppdgm.infer.stats import WeightAccumulator, tail_size
 from ppdgm.infer.weights import log_weights, trace_particles
 
 if TYPE_CHECKING:
@@ -105,7 +105,15 @@ def importance_log_prob(
     check_int("num_samples", num_samples)
     frame = as_frame(data)
     check_columns(bn, frame)
-    estimate = LogLikelihood(bn.model, method="importance", num_samples=num_samples)
+    if len(frame) == 0:
+        return _empty_estimate(num_samples)
+    if not _observes_anything(frame):
+        # every weight is one: log p = 0 exactly (the program would observe nothing)
+        zeros = torch.zeros(len(frame), dtype=torch.float64)
+        ess = torch.full_like(zeros, float(num_samples))
+        shape = torch.full_like(zeros, torch.nan) if tail_size(num_samples) else None
+        return Estimate(zeros, zeros.clone(), ess, "importance", num_samples, shape)
+    estimate = LogLikelihood(bn.model, method="importance", num_samples=num_samples, plate=bn.plate)
 
     def one_pass(start: int, stop: int) -> Estimate:
         with warnings.catch_warnings():  # warned below, with the rows counted over all passes
@@ -135,6 +143,14 @@ def importance_posterior(
     query = query_variables(bn, variables)
     frame = as_frame(data)
     check_columns(bn, frame)
+    if len(frame) == 0:
+        empty = _empty_estimate(num_samples)
+        cards = bn.cardinalities
+        probs = {v: torch.zeros(0, cards[v], dtype=torch.float64) for v in query}
+        stderr = {v: torch.zeros(0, cards[v], dtype=torch.float64) for v in query}
+        return PosteriorEstimate(probs, stderr, empty.ess, empty.pareto_k, num_samples)
+    if not _observes_anything(frame):
+        return _prior_draws(bn, len(frame), query, num_samples, seed)
     parts = deal_out(
         len(frame),
         ROWS_PER_PASS,
@@ -160,6 +176,39 @@ def importance_posterior(
     return PosteriorEstimate(probs, stderr, ess, shape, num_samples)
 
 
+def _observes_anything(frame: pd.DataFrame) -> bool:
+    """Whether some cell of ``frame`` is observed (the program then has data to weigh)."""
+    return bool(frame.notna().to_numpy().any())
+
+
+def _prior_draws(
+    bn: DiscreteBN, rows: int, query: Sequence[str], num_samples: int, seed: int | None
+) -> PosteriorEstimate:
+    """The estimate for rows that observe nothing: ``num_samples`` ancestral draws per row,
+    every weight one (the program would observe nothing, so it is not run)."""
+    from ppdgm.bn.sampling import sample_codes
+
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    codes = sample_codes(bn, num_samples * rows, generator)
+    cards = bn.cardinalities
+    probs, stderr = {}, {}
+    for v in query:
+        onehot = torch.nn.functional.one_hot(codes[v].reshape(num_samples, rows), cards[v])
+        p = onehot.to(torch.float64).mean(0)
+        probs[v], stderr[v] = p, (p * (1 - p) / num_samples).sqrt()
+    ess = torch.full((rows,), float(num_samples), dtype=torch.float64)
+    shape = torch.full_like(ess, torch.nan) if tail_size(num_samples) else None
+    return PosteriorEstimate(probs, stderr, ess, shape, num_samples)
+
+
+def _empty_estimate(num_samples: int) -> Estimate:
+    """The estimate of no rows: empty tensors (a Pareto shape only where
+    :class:`~ppdgm.infer.stats.WeightAccumulator` would give one)."""
+    empty = torch.zeros(0, dtype=torch.float64)
+    shape = empty.clone() if tail_size(num_samples) else None
+    return Estimate(empty, empty.clone(), empty.clone(), "importance", num_samples, shape)
+
+
 def _weighted_draws(
     bn: DiscreteBN, frame: pd.DataFrame, query: Sequence[str], num_samples: int
 ) -> tuple[Tensor, Tensor, Tensor | None, dict[str, Tensor], dict[str, Tensor]]:
@@ -169,7 +218,7 @@ def _weighted_draws(
     args: tuple[Any, ...] = (frame,)
     cards = bn.cardinalities
     with torch.no_grad():
-        layout, _, _ = probe(bn.model, None, args, {}, "data")
+        layout, _, _ = probe(bn.model, None, args, {}, bn.plate)
         stats = WeightAccumulator(num_samples)
         chunks_lw, chunks_values = [], {v: [] for v in query}
         with pyro.validation_enabled(False):

@@ -11,7 +11,11 @@ min-weight, each also with randomized tie-breaks).
 
 When some row's largest entry falls below :data:`RESCALE_BELOW`, the factor is divided by its
 largest entry per row and the logarithm of that scale is carried separately, so products of many
-small probabilities never underflow.
+small probabilities never underflow. A network with tiny entries (some positive entry below
+:data:`LOG_SPACE_BELOW` and a product of the tables' smallest positive entries that could leave
+the normal range of float64) is run in log space instead (:func:`execute_log`): products
+become sums and sums ``logsumexp``, so entries down to the smallest denormal (5e-324) and
+products of them far below it keep full relative precision.
 
 Posterior marginals of several variables come from one backward pass:
 :math:`p(v = s \mid e) = \lambda_v(s) \, \partial \log Z / \partial \lambda_v(s)`
@@ -346,6 +350,84 @@ def execute(
     return result, log_scale
 
 
+#: A network whose tables have a positive entry below this, and whose tables' smallest
+#: positive entries multiply to less than :data:`LOG_SPACE_PRODUCT`, is run in log space: a
+#: product of its entries could leave the normal range of float64 (or start in the denormal
+#: one) before a factor is rescaled, and the linear engine would lose it or its precision.
+LOG_SPACE_BELOW = 1e-30
+#: See :data:`LOG_SPACE_BELOW`: far above the smallest normal float64 (2.2e-308), so that
+#: every product of entries on the linear road keeps its full relative precision.
+LOG_SPACE_PRODUCT = 1e-290
+
+
+def in_log_space(bn: DiscreteBN) -> bool:
+    """Whether queries on ``bn`` run in log space (see :data:`LOG_SPACE_BELOW`); decided once
+    per network.
+
+    Every entry of every factor on the linear road is a sum of products of at most one entry
+    of each table, so none is below the product of the tables' smallest positive entries: when
+    that product is a normal float64 the linear road is exact to rounding. Networks whose
+    entries are all at least :data:`LOG_SPACE_BELOW` stay on the linear road whatever their
+    size (the per-row rescaling keeps their products in range in practice).
+    """
+
+    def decide() -> bool:
+        smallest = [
+            float(t[t > 0].min()) if bool((t > 0).any()) else 1.0 for t in bn.tables.values()
+        ]
+        if min(smallest, default=1.0) >= LOG_SPACE_BELOW:
+            return False
+        return math.fsum(math.log(x) for x in smallest) < math.log(LOG_SPACE_PRODUCT)
+
+    return bn.derived.get(("log_space",), decide)
+
+
+def execute_log(
+    plan: Plan, log_cpts: Mapping[str, Tensor], log_evidence: Mapping[str, Tensor], rows: int
+) -> Tensor:
+    """Runs a plan on one batch in log space: as :func:`execute`, with the logarithms of the
+    tables and of the indicators (0 or ``-inf``), products made sums and sums ``logsumexp``.
+
+    Returns:
+        The log of the unnormalized joint of ``plan.keep`` with the evidence,
+        ``[rows, *cards of plan.keep]`` (``-inf`` where it is zero).
+    """
+    slots: list[Tensor | None] = [log_cpts[v] for v in plan.cpt_variables]
+    slots += [log_evidence[v] for v in plan.evidence_variables]
+    for step in plan.steps:
+        t: Tensor | None = None
+        for i, (perm, index) in zip(step.inputs, step.views, strict=True):
+            operand = slots[i].permute(perm)[index]
+            slots[i] = None
+            t = operand if t is None else t + operand
+        if t is None:
+            t = torch.zeros((), dtype=torch.float64)
+        elif step.variable is not None:
+            t = torch.logsumexp(t, 0)
+        slots.append(t)
+    result = slots[-1]
+    assert result is not None
+    if plan.steps[-1].batched:
+        result = result.movedim(-1, 0)
+    else:
+        result = result.expand((rows, *result.shape))
+    return result
+
+
+def _log_tables(bn: DiscreteBN) -> dict[str, Tensor]:
+    return bn.derived.get(("log_tables",), lambda: {v: t.log() for v, t in bn.tables.items()})
+
+
+def _log_batches(
+    bn: DiscreteBN, frame: pd.DataFrame, plan: Plan, rows: int
+) -> Iterator[tuple[int, int, Tensor]]:
+    """``(offset, size, log factor)`` of each batch of rows on the log road."""
+    tables = _log_tables(bn)
+    for offset, size, lam in _batches(bn, frame, plan, rows):
+        log_lam = {v: x.log() for v, x in lam.items()}
+        yield offset, size, execute_log(plan, tables, log_lam, size)
+
+
 def _pair_order(shapes: Sequence[tuple[int, ...]]) -> tuple[tuple[int, int], ...]:
     """Greedy order of pairwise products: always the pair whose broadcast product is smallest
     (a CPT meets its indicator, and small messages meet each other, before anything meets a
@@ -503,6 +585,10 @@ def log_evidence(
 def _log_evidence_rows(
     bn: DiscreteBN, frame: pd.DataFrame, observed: list[str], chunk_size: int | None
 ) -> Tensor:
+    if in_log_space(bn):
+        plan = _plan(bn, observed, (), len(frame))
+        chunks = _log_batches(bn, frame, plan, chunk_size or plan.chunk_size())
+        return torch.cat([torch.zeros(0, dtype=torch.float64), *(f for _, _, f in chunks)])
     if _reduce(bn, observed, (), len(frame)):
         factor, log_scale = reduced_query(bn, encode(bn, frame))
         return factor.log() + log_scale
@@ -542,7 +628,7 @@ def _posterior_rows(
 ) -> dict[str, Tensor]:
     """:func:`posterior` of the rows of ``frame``, the first of which is row ``first`` of the
     data (errors name the data's rows)."""
-    if len(query) > 1:
+    if len(query) > 1 and not in_log_space(bn):
         # one backward pass gives every marginal, at about three times a forward pass (and
         # it keeps every product for the backward pass): cheaper than a pass per variable
         # only for several variables; the plans' costs decide
@@ -561,6 +647,15 @@ def _posterior_kept(
     chunk_size: int | None,
     first: int,
 ) -> Tensor:
+    if in_log_space(bn):
+        plan = _plan(bn, observed, (q,), len(frame))
+        out = [torch.zeros(0, bn.cardinalities[q], dtype=torch.float64)]
+        for offset, _, log_factor in _log_batches(bn, frame, plan, chunk_size or plan.chunk_size()):
+            log_total = torch.logsumexp(log_factor, -1, keepdim=True)
+            # -inf where the evidence has probability zero
+            _check_positive(torch.isfinite(log_total.squeeze(-1)).double(), first + offset)
+            out.append((log_factor - log_total).exp())
+        return torch.cat(out)
     if _reduce(bn, observed, (q,), len(frame)):
         factor, _ = reduced_query(bn, encode(bn, frame), q)
         total = factor.sum(-1, keepdim=True)

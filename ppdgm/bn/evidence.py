@@ -17,6 +17,7 @@ __all__ = [
     "MISSING",
     "as_frame",
     "check_columns",
+    "check_unique_columns",
     "decode",
     "encode",
     "indicators",
@@ -29,16 +30,53 @@ MISSING = -1
 
 
 def as_frame(data: pd.DataFrame | Mapping[str, Any]) -> pd.DataFrame:
-    """A DataFrame from a DataFrame, a mapping of columns, or a mapping of scalars (one row)."""
+    """A DataFrame from a DataFrame, a mapping of columns, or a mapping of scalars (one row).
+
+    Raises:
+        ValueError: for columns named more than once (see :func:`check_unique_columns`), or
+            a mapping whose columns cannot make a frame (of different lengths).
+        TypeError: for anything else than a DataFrame or a mapping.
+    """
     if isinstance(data, pd.DataFrame):
-        return data
-    if isinstance(data, pd.Series):
-        return data.to_frame().T
-    if isinstance(data, Mapping):
+        frame = data
+    elif isinstance(data, pd.Series):
+        frame = data.to_frame().T
+    elif isinstance(data, Mapping):
         if all(np.ndim(x) == 0 for x in data.values()):
-            return pd.DataFrame({k: [v] for k, v in data.items()})
-        return pd.DataFrame(dict(data))
-    raise TypeError(f"data must be a pandas DataFrame or a mapping, not {type(data).__name__}")
+            frame = pd.DataFrame({k: [v] for k, v in data.items()})
+        else:
+            try:
+                frame = pd.DataFrame(dict(data))
+            except ValueError as e:
+                lengths = {k: (len(x) if np.ndim(x) else "scalar") for k, x in data.items()}
+                raise ValueError(
+                    f"the columns of the data do not make a table ({e}): their lengths are "
+                    f"{lengths}; give every column the same number of rows"
+                ) from None
+    else:
+        raise TypeError(f"data must be a pandas DataFrame or a mapping, not {type(data).__name__}")
+    check_unique_columns(frame)
+    return frame
+
+
+def check_unique_columns(frame: pd.DataFrame) -> None:
+    """Raises a ValueError naming the columns of ``frame`` that are named more than once (a
+    cell of such a column is ambiguous).
+
+    Example:
+        >>> check_unique_columns(pd.DataFrame([[0, 0, 1]], columns=["a", "b", "a"]))
+        Traceback (most recent call last):
+        ...
+        ValueError: columns named more than once: 'a' (2 times); give each variable one column
+    """
+    repeated = frame.columns[frame.columns.duplicated()]
+    if len(repeated):
+        counts = frame.columns.value_counts(dropna=False)
+        shown = ", ".join(
+            f"{c!r} ({int(counts[c]) if c in counts.index else 'several'} times)"
+            for c in dict.fromkeys(repeated.tolist())
+        )
+        raise ValueError(f"columns named more than once: {shown}; give each variable one column")
 
 
 def encode(
@@ -70,10 +108,19 @@ def encode(
 def query_variables(bn: DiscreteBN, variables: Sequence[str] | str) -> list[str]:
     """The query variables, a name or a sequence of names, in order without repeats.
 
+    A single name that is a variable of the network is one query variable, whatever its
+    type (a network may name its variables by numbers or tuples).
+
     Raises:
         ValueError: for none, or a name that is not a variable of the network.
     """
-    query = [variables] if isinstance(variables, str) else list(dict.fromkeys(variables))
+    if isinstance(variables, str) or _is_variable(bn, variables):
+        query = [variables]
+    else:
+        try:
+            query = list(dict.fromkeys(variables))
+        except TypeError:  # one name that is not a variable (an int, None)
+            query = [variables]
     if not query:
         raise ValueError("no query variables given")
     for v in query:
@@ -82,12 +129,21 @@ def query_variables(bn: DiscreteBN, variables: Sequence[str] | str) -> list[str]
 
 
 def check_columns(bn: DiscreteBN, frame: pd.DataFrame) -> None:
-    """Raises a ValueError naming any column that is not a variable of the network."""
-    unknown = [c for c in frame.columns if c not in bn.states]
+    """Raises a ValueError naming any column that is not a variable of the network, or that is
+    named more than once."""
+    check_unique_columns(frame)
+    unknown = [c for c in frame.columns if not _is_variable(bn, c)]
     if unknown:
         raise ValueError(
             f"unknown variable(s) {unknown} in the data; the network has {list(bn.variables)}"
         )
+
+
+def _is_variable(bn: DiscreteBN, column: Any) -> bool:
+    try:
+        return column in bn.states
+    except TypeError:  # an unhashable column label
+        return False
 
 
 def unknown_states(bn: DiscreteBN, data: pd.DataFrame | Mapping[str, Any]) -> dict[str, list[Any]]:

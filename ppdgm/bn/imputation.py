@@ -17,7 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ppdgm.bn.elimination import ZeroProbabilityEvidence, log_evidence, posterior
-from ppdgm.bn.evidence import MISSING, as_frame, check_columns, encode
+from ppdgm.bn.evidence import MISSING, as_frame, check_columns, encode, query_variables
 
 if TYPE_CHECKING:
     from ppdgm.bn.network import DiscreteBN
@@ -82,9 +82,7 @@ def predict(
         missing = (codes == MISSING).any(0).tolist()
         query = [v for v, m in zip(bn.variables, missing, strict=True) if m]
     else:
-        query = [variables] if isinstance(variables, str) else list(dict.fromkeys(variables))
-        for v in query:
-            bn._check_variable(v)
+        query = query_variables(bn, variables) if not _empty(variables) else []
     present = [v for v in bn.variables if v in frame.columns]
     given = codes[:, [bn.variables.index(v) for v in present]]
     chosen = codes[:, [bn.variables.index(v) for v in query]]
@@ -151,6 +149,11 @@ def impute(
     for j, v in enumerate(present):
         out[v] = _categorical(bn, v, filled[:, j])
     return out
+
+
+def _empty(variables: Sequence[str] | str) -> bool:
+    """Whether ``variables`` is an empty sequence of names (predict then predicts nothing)."""
+    return isinstance(variables, (list, tuple)) and not variables
 
 
 def _blocks(n: int, progress: bool, label: str) -> Iterator[tuple[int, int]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
@@ -77,7 +77,9 @@ class DiscreteBN:
         ValueError: for a cycle, a missing or unknown table, a parent that is not in the graph,
             a table of the wrong shape, negative or non-finite entries, or rows that do not sum
             to one within :data:`CPT_TOLERANCE` (rows within it are renormalized, as BIF files
-            round their numbers).
+            round their numbers); for a variable or state name that a DataFrame would read as
+            a missing cell (None, NaN, ``pd.NA``) or that is empty text, and for repeated or
+            unhashable state names (the message names the variable and the state).
 
     Example:
         >>> import networkx as nx
@@ -110,6 +112,12 @@ class DiscreteBN:
             unknown = [v for v in keys if v not in dag]
             if unknown:
                 raise ValueError(f"{label} given for variable(s) not in the graph: {unknown}")
+        for v in dag:
+            problem = _missing_name(v)
+            if problem:
+                raise ValueError(
+                    f"variable {v!r} has an invalid name: {problem}; name it with non-empty text"
+                )
         missing = [v for v in dag if v not in cpts]
         if missing:
             raise ValueError(f"no CPT given for variable(s) {missing}")
@@ -135,11 +143,9 @@ class DiscreteBN:
         self._states: dict[str, tuple[Hashable, ...]] = {}
         for v in self._variables:
             card = tables[v].shape[-1] if tables[v].ndim else 0
-            names = tuple(states[v]) if v in states else tuple(range(card))
+            names = _state_names(v, states[v]) if v in states else tuple(range(card))
             if len(names) < 1:
                 raise ValueError(f"variable {v!r} has no states")
-            if len(set(names)) != len(names):
-                raise ValueError(f"variable {v!r} has repeated state names {names}")
             self._states[v] = names
         self._cpts = {
             v: torch.from_numpy(_checked_table(v, tables[v], self._parents[v], self._states))
@@ -161,6 +167,16 @@ class DiscreteBN:
     def variables(self) -> tuple[str, ...]:
         """The variables in topological order."""
         return self._variables
+
+    @property
+    def plate(self) -> str:
+        """The name of the plate over rows in :meth:`model`: ``"data"``, or where a variable
+        has that name, the first of ``"_data"``, ``"__data"``, ... that none has. Pass it to
+        :mod:`ppdgm.infer` (``LogLikelihood(bn.model, plate=bn.plate)``)."""
+        name = "data"
+        while name in self._states:
+            name = "_" + name
+        return name
 
     @property
     def states(self) -> Mapping[str, tuple[Hashable, ...]]:
@@ -196,7 +212,11 @@ class DiscreteBN:
         return count_parameters(self._dag, self.cardinalities)
 
     def _check_variable(self, variable: str) -> None:
-        if variable not in self._states:
+        try:
+            known = variable in self._states
+        except TypeError:  # an unhashable name
+            known = False
+        if not known:
             raise ValueError(
                 f"unknown variable {variable!r}; the network has {list(self._variables)}"
             )
@@ -247,9 +267,12 @@ class DiscreteBN:
             Exact: a float64 tensor ``[N]``, ``log p(observed cells of row n)``; ``-inf`` for
             evidence of probability zero. Importance: an :class:`~ppdgm.infer.estimate.Estimate`
             (``log_prob``, ``stderr``, ``ess``, ``pareto_k``), which warns where the weights
-            cannot be trusted.
+            cannot be trusted. Data of no rows gives empty results for either method (a tensor
+            ``[0]``, or an estimate of ``[0]`` tensors), not an error.
 
         Raises:
+            ValueError: for a column that is not a variable or is named more than once, or
+                an unknown state (the message names them).
             TooLargeForExactInference: (exact) when the plan needs more memory than
                 :func:`~ppdgm.bn.elimination.memory_limit`, before allocating.
 
@@ -304,11 +327,13 @@ class DiscreteBN:
             the pairs ``(variable, state)`` (a MultiIndex with levels ``variable`` and
             ``state``) and whose index is the rows' index. With ``method="importance"``, a
             :class:`~ppdgm.bn.approximate.PosteriorEstimate` (``probs``, ``stderr``, ``ess``,
-            ``pareto_k``), or with ``as_frame=True`` its ``probs`` as one DataFrame.
+            ``pareto_k``), or with ``as_frame=True`` its ``probs`` as one DataFrame. Data of
+            no rows gives empty results for either method (``[0, card]`` tensors, or a frame
+            of no rows with the same columns), not an error.
 
         Raises:
-            ValueError: for an unknown variable or state, or a row whose evidence has probability
-                zero (the posterior is undefined there).
+            ValueError: for an unknown variable or state, a column named more than once, or a
+                row whose evidence has probability zero (the posterior is undefined there).
             TooLargeForExactInference: (exact) when the plan needs more memory than
                 :func:`~ppdgm.bn.elimination.memory_limit`, before allocating.
 
@@ -463,7 +488,8 @@ class DiscreteBN:
     def model(
         self, data: pd.DataFrame | Mapping[str, Any] | None = None, *, num_rows: int = 1
     ) -> dict[str, Tensor]:
-        """The network as a Pyro program, one ``pyro.plate("data")`` over rows.
+        """The network as a Pyro program, one ``pyro.plate(bn.plate)`` over rows (named
+        ``"data"`` unless a variable has that name; see :attr:`plate`).
 
         Each variable is a ``pyro.sample`` site named after it, in topological order, drawn from a
         ``Categorical`` whose probabilities are its CPT indexed by the parents' values. A column
@@ -538,6 +564,55 @@ def _as_table(variable: str, table: Any) -> np.ndarray:
     except (TypeError, ValueError) as e:
         raise ValueError(f"CPT of {variable!r} is not a numeric array: {e}") from None
     return t
+
+
+def _missing_name(name: Any) -> str | None:
+    """Why ``name`` cannot name a variable or a state (None if it can): a name that reads as a
+    missing cell (None, NaN, ``pd.NA``, ``NaT``) or is empty text would be confused with one."""
+    if isinstance(name, str):
+        return "it is empty, and an empty cell reads as missing" if not name else None
+    try:
+        missing = pd.api.types.is_scalar(name) and bool(pd.isna(name))
+    except (TypeError, ValueError):  # pragma: no cover - an object whose isna is not a bool
+        missing = False
+    if missing:
+        return f"{name!r} marks a missing cell in a DataFrame"
+    return None
+
+
+def _state_names(variable: str, given: Any) -> tuple[Hashable, ...]:
+    """The state names given for ``variable`` as a tuple, checked: each one hashable, not a
+    marker of a missing cell or empty text, and none repeated.
+
+    Raises:
+        ValueError: naming the variable and the offending state.
+    """
+    if isinstance(given, (str, bytes)) or not isinstance(given, Iterable):
+        raise ValueError(
+            f"the states of variable {variable!r} must be a sequence of state names, not {given!r}"
+        )
+    names = tuple(given)
+    seen: dict[Hashable, int] = {}
+    for i, s in enumerate(names):
+        problem = _missing_name(s)
+        if problem:
+            raise ValueError(
+                f"state {s!r} of variable {variable!r} (position {i}) is not a valid state "
+                f"name: {problem}; name the state with non-empty text or a number"
+            )
+        try:
+            first = seen.setdefault(s, i)
+        except TypeError:
+            raise ValueError(
+                f"state {s!r} of variable {variable!r} (position {i}) is not hashable; state "
+                "names must be text or numbers"
+            ) from None
+        if first != i:
+            raise ValueError(
+                f"variable {variable!r} has repeated state names {names}: {s!r} at positions "
+                f"{first} and {i} (equal values name one state); give distinct names"
+            )
+    return names
 
 
 def _topological_order(dag: nx.DiGraph, parents: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:

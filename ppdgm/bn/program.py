@@ -93,7 +93,7 @@ def network_model(
     codes = None if data is None else encode(bn, data)
     rows = num_rows if codes is None else codes.shape[0]
     values: dict[str, Tensor] = {}
-    with pyro.plate("data", rows):
+    with pyro.plate(bn.plate, rows):
         for j, v in enumerate(bn.variables):
             table = bn.derived.get(("log_cpt", v), lambda v=v: bn.tables[v].log())
             parents = bn.parents(v)

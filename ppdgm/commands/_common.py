@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from ppdgm.atomic import write_text_atomic
+from ppdgm.atomic import describe_os_error, write_text_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -18,8 +20,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "check_cell_counts",
+    "check_folder",
+    "finite_float",
     "fraction",
     "load_network",
+    "non_negative_int",
     "notes_stream",
     "parse_assignments",
     "parse_names",
@@ -185,7 +190,8 @@ def write_text(text: str, path: str | os.PathLike[str] | None) -> None:
     interrupted run never leaves half a file.
 
     Raises:
-        ValueError: if the file cannot be written (the message names it).
+        ValueError: if the file cannot be written (the message names it and the cause: a
+            missing or read-only folder, a full disk, ...); nothing is left half-written.
     """
     if path is None:
         sys.stdout.write(text)
@@ -193,7 +199,7 @@ def write_text(text: str, path: str | os.PathLike[str] | None) -> None:
     try:
         write_text_atomic(path, text)
     except OSError as e:
-        raise ValueError(f"cannot write {path}: {e.strerror or e}") from None
+        raise ValueError(f"cannot write {path}: {describe_os_error(e)}") from None
 
 
 def write_frame(
@@ -206,6 +212,27 @@ def write_frame(
         ValueError: if the file cannot be written (the message names it).
     """
     write_text(frame.to_csv(index=False, float_format=float_format), path)
+
+
+def check_folder(folder: str | os.PathLike[str], what: str = "--out") -> None:
+    """Refuses a folder to write into that is a file, or lies under a file (it may not exist
+    yet: it is made later).
+
+    Arguments:
+        folder: the folder.
+        what: how the message starts (the flag, or ``cannot write FILE:``).
+
+    Raises:
+        ValueError: naming the folder and the file in the way.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{what} {folder} is a file, not a folder")
+    for parent in folder.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{what} {folder} lies under {parent}, a file, not a folder")
+            return
 
 
 def notes_stream(output: str | os.PathLike[str] | None) -> TextIO:
@@ -278,12 +305,71 @@ def device(text: str) -> str:
     return text
 
 
-def fraction(text: str) -> float:
-    """An argparse type: a number in [0, 1]."""
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer, 0 or more."""
     try:
-        value = float(text)
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
     return value
+
+
+def finite_float(
+    *,
+    least: float | None = None,
+    greater: float | None = None,
+    most: float | None = None,
+) -> Callable[[str], float]:
+    """An argparse type: a finite number (never NaN or infinite), within the bounds given.
+
+    Arguments:
+        least: the smallest value allowed (``>= least``); None: no bound.
+        greater: a bound the value must exceed (``> greater``); None: no bound.
+        most: the largest value allowed (``<= most``); None: no bound.
+
+    Returns:
+        The type function: a ``str`` to a ``float``, raising ``argparse.ArgumentTypeError``
+        (argparse reports ``argument --ess: must be a finite number > 0, got nan`` and exits 2).
+
+    Example:
+        >>> positive = finite_float(greater=0)
+        >>> positive("0.5")
+        0.5
+        >>> positive("nan")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: must be a finite number > 0, got nan
+    """
+    bounds = []
+    if least is not None:
+        bounds.append(f">= {least:g}")
+    if greater is not None:
+        bounds.append(f"> {greater:g}")
+    if most is not None:
+        bounds.append(f"<= {most:g}")
+    wanted = "a finite number" + (f" {' and '.join(bounds)}" if bounds else "")
+    if least is not None and most is not None and greater is None:
+        wanted = f"a finite number in [{least:g}, {most:g}]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        if (
+            not math.isfinite(value)
+            or (least is not None and not value >= least)
+            or (greater is not None and not value > greater)
+            or (most is not None and not value <= most)
+        ):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {value:g}")
+        return value
+
+    parse.__name__ = "finite_float"  # argparse names the type in some messages
+    return parse
+
+
+#: An argparse type: a number in [0, 1].
+fraction = finite_float(least=0.0, most=1.0)

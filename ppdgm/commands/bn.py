@@ -4,6 +4,7 @@ networks."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import math
 import warnings
@@ -11,7 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ppdgm.atomic import describe_os_error
 from ppdgm.commands._common import (
+    check_folder,
+    finite_float,
     fraction,
     load_network,
     notes_stream,
@@ -132,12 +136,23 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--data", "--csv", dest="data", required=True, metavar="CSV")
     fit.add_argument("--prior", choices=("none", "dirichlet", "bdeu"), default="none")
     fit.add_argument(
-        "--pseudo-count", type=float, default=1.0, help="Dirichlet pseudo-count per cell (1)"
+        "--pseudo-count",
+        type=finite_float(least=0.0),
+        default=1.0,
+        help="Dirichlet pseudo-count per cell, >= 0 (1)",
     )
-    fit.add_argument("--ess", type=float, default=10.0, help="BDeu equivalent sample size (10)")
-    fit.add_argument("--max-iter", type=int, default=100, help="EM iteration limit (100)")
     fit.add_argument(
-        "--tol", type=float, default=1e-6, help="EM stops below this gain per row, in nats"
+        "--ess",
+        type=finite_float(greater=0.0),
+        default=10.0,
+        help="BDeu equivalent sample size, > 0 (10)",
+    )
+    fit.add_argument("--max-iter", type=positive_int, default=100, help="EM iteration limit (100)")
+    fit.add_argument(
+        "--tol",
+        type=finite_float(least=0.0),
+        default=1e-6,
+        help="EM stops below this gain per row, in nats, >= 0 (1e-6)",
     )
     fit.add_argument("--seed", type=int, default=0, help="seed of EM's initialization (0)")
     fit.add_argument("-o", "--output", metavar="BIF", help="write the learned network here")
@@ -321,7 +336,7 @@ def run_loglik(args: argparse.Namespace) -> int:
         pyro.set_rng_seed(args.seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnreliableWeightsWarning)
-        estimate = LogLikelihood(bn.model, method=method, num_samples=samples)(rows)
+        estimate = LogLikelihood(bn.model, method=method, num_samples=samples, plate=bn.plate)(rows)
     log_p = estimate.log_prob
     out = rows.copy()
     out["log_prob"] = log_p.numpy()
@@ -556,6 +571,7 @@ def _largest_change(before: DiscreteBN, after: DiscreteBN) -> str:
 
 def _check_writable(path: Path) -> None:
     parent = path.parent if str(path.parent) else Path(".")
+    check_folder(parent, f"cannot write {path}:")
     if not parent.is_dir():
         raise FileNotFoundError(f"no such directory: {parent} (for {path})")
     if path.is_dir():
@@ -566,6 +582,7 @@ def _write_bif(bn: DiscreteBN, path: Path) -> None:
     """Writes the BIF through a temporary file renamed into place (``write_bif`` does so)."""
     try:
         bn.write_bif(path)
-    except OSError as e:
-        path.with_name(path.name + ".tmp").unlink(missing_ok=True)
-        raise ValueError(f"cannot write {path}: {e.strerror or e}") from None
+    except OSError as e:  # ppdgm.atomic has removed the temporary file
+        with contextlib.suppress(OSError):
+            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+        raise ValueError(f"cannot write {path}: {describe_os_error(e)}") from None

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from ppdgm.commands._common import load_network, parse_names
+from ppdgm.commands._common import load_network, non_negative_int, parse_names
 
 if TYPE_CHECKING:
     from ppdgm.bn.network import DiscreteBN
@@ -114,7 +114,10 @@ def register(subparsers: Any) -> None:
     ci.add_argument("--y", required=True, help="variable(s), comma-separated")
     ci.add_argument("--given", default="", help="conditioning variable(s), comma-separated")
     ci.add_argument(
-        "--samples", type=int, default=0, help="also test the statement on this many samples"
+        "--samples",
+        type=non_negative_int,
+        default=0,
+        help="also test the statement on this many samples (0: none)",
     )
     ci.add_argument("--seed", type=int, default=0, help="seed of the samples")
     ci.set_defaults(run=_run_ci)

@@ -22,13 +22,23 @@ import io
 import json
 import math
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ppdgm.commands._common import device, positive_int
+from ppdgm.atomic import remove_stale_temporaries
+from ppdgm.commands._common import (
+    check_folder,
+    device,
+    finite_float,
+    non_negative_int,
+    positive_int,
+)
 from ppdgm.settings import add_flags, flags, from_flags, sizes
 
-__all__ = ["register"]
+__all__ = ["Terminated", "register"]
 
 #: ``fit(precision=...)``'s values (kept here so that ``ppdgm --help`` does not import torch)
 PRECISIONS = ("32", "bf16-mixed")
@@ -43,7 +53,9 @@ def register(subparsers: Any) -> None:
         "function returning a torch module with log_prob, or with Pyro programs model and "
         "guide), with Adam, validating every epoch; checkpoints, metrics.jsonl and pictures "
         "go to --out. Density models train by maximum likelihood, programs by SVI.",
-        epilog="Each zoo model has settings of its own: ppdgm fit MODEL --help lists them.",
+        epilog="Each zoo model has settings of its own: ppdgm fit MODEL --help lists them. "
+        "Ctrl-C (exit status 130) or SIGTERM (143) stops a run cleanly: the checkpoint of the "
+        "last finished epoch stays in --out, and --resume continues from it.",
         add_help=False,  # --help waits for MODEL, whose settings it lists
         allow_abbrev=False,  # a model's flags are parsed after these: no prefix may take one
     )
@@ -66,9 +78,18 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--out", help="the folder of the run (runs/MODEL-DATA)")
     fit.add_argument("--epochs", type=positive_int, default=10, help="epochs (10)")
     fit.add_argument("--batch-size", type=positive_int, default=100, help="minibatch size (100)")
-    fit.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (0.001)")
-    fit.add_argument("--lr-decay", type=float, default=1.0, help="lr times this each epoch (1)")
-    fit.add_argument("--weight-decay", type=float, default=0.0, help="an L2 penalty (0)")
+    fit.add_argument(
+        "--lr", type=finite_float(greater=0.0), default=1e-3, help="Adam's learning rate (0.001)"
+    )
+    fit.add_argument(
+        "--lr-decay",
+        type=finite_float(greater=0.0),
+        default=1.0,
+        help="lr times this each epoch, in (0, 1] (1)",
+    )
+    fit.add_argument(
+        "--weight-decay", type=finite_float(least=0.0), default=0.0, help="an L2 penalty (0)"
+    )
     fit.add_argument(
         "--precision",
         default="32",
@@ -94,7 +115,10 @@ def register(subparsers: Any) -> None:
     svi.add_argument("--loss", help="elbo, meanfield or iwae (elbo)")
     svi.add_argument("--particles", type=positive_int, default=1, help="samples per row (1)")
     svi.add_argument(
-        "--anneal-steps", type=int, default=0, help="steps of KL warm-up from 0 to 1 (0: none)"
+        "--anneal-steps",
+        type=non_negative_int,
+        default=0,
+        help="steps of KL warm-up from 0 to 1 (0: none)",
     )
     svi.add_argument(
         "--compile",
@@ -289,12 +313,41 @@ def _build_zoo(cls: Any, flags_of_model: argparse.Namespace, dim: int, levels: i
     return cls.from_config(config)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during ``ppdgm fit``, raised where the program was so that the run stops as on
+    Ctrl-C (``KeyboardInterrupt``): files are closed, no half-written file is left, and the
+    command exits with status 143 (128 + SIGTERM) saying what was kept."""
+
+    exit_status = 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def sigterm_stops() -> Iterator[None]:
+    """For the duration of the block, SIGTERM raises :class:`Terminated` (a
+    ``KeyboardInterrupt``); the previous handler is restored after. Only the main thread can
+    set handlers: elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Terminated("by SIGTERM")
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
+
+
 def run_fit(args: argparse.Namespace) -> int:
     """Trains the model and prints where its files went; under ``torchrun``, as one process of
-    a data-parallel run (rank 0 prints and writes)."""
+    a data-parallel run (rank 0 prints and writes). SIGTERM stops it as Ctrl-C does
+    (:func:`sigterm_stops`)."""
     if args.help:
         return _show_help(args)
-    return _as_one_of_the_processes(args, _run_fit)
+    with sigterm_stops():
+        return _as_one_of_the_processes(args, _run_fit)
 
 
 def _as_one_of_the_processes(args: argparse.Namespace, run: Any) -> int:
@@ -342,6 +395,8 @@ def _run_fit(args: argparse.Namespace, writer: bool) -> int:
     args.levels = None
     if not source and family == "flow":
         data_name, args.levels = _flow_data(data_name)
+    out = Path(args.out or f"runs/{label}-{Path(data_name).stem}")
+    check_folder(out)  # a file in the way fails now, not after the data and the model
     retain_freed_memory()
     train, valid, data = _load_data(args, data_name)
     dim = math.prod(first_tensor(train).shape[1:])
@@ -358,7 +413,11 @@ def _run_fit(args: argparse.Namespace, writer: bool) -> int:
             "has log_prob and trains by maximum likelihood"
         )
     print(_describe(model))
-    out = Path(args.out or f"runs/{label}-{Path(data_name).stem}")
+    if writer and (args.resume or args.overwrite or not (out / "last.pt").exists()):
+        stale = remove_stale_temporaries(out)  # left by a run killed in a write
+        if stale:
+            names = ", ".join(p.name for p in stale)
+            print(f"removed {len(stale)} temporary file(s) left by an interrupted run: {names}")
     valid_rows = f"{num_rows(valid):,} validation rows" if valid is not None else "no validation"
     print(f"{num_rows(train):,} training rows, {valid_rows}; writing into {out}")
     result = fit(
@@ -429,6 +488,8 @@ def run_sample(args: argparse.Namespace) -> int:
     from ppdgm.training.checkpoint import load_model
     from ppdgm.training.plots import picture_samples, save_sample_grid
 
+    output = Path(args.output)
+    check_folder(output.parent, f"cannot write {output}:")
     model, _ = load_model(args.checkpoint)
     if not can_sample(model):
         raise ValueError(
@@ -460,6 +521,13 @@ def _run_evaluate(args: argparse.Namespace, writer: bool) -> int:
     path = Path(args.checkpoint)
     path = path / "best.pt" if path.is_dir() else path
     data = read_checkpoint(path).get("data") or {}
+    if not isinstance(data, dict) or not isinstance(data.get("name", ""), str):
+        if not args.data:
+            raise ValueError(
+                f"{path}: the checkpoint's description of its data is damaged ({data!r:.60}); "
+                "name the rows with --data FILE"
+            )
+        data = {}
     if args.data:
         x, name, split = load_file(args.data), args.data, "file"
     else:

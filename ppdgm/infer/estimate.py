@@ -358,6 +358,8 @@ def bounds(
 
     check = getattr(model, "check", None)
     x = check(x) if check is not None and isinstance(x, Tensor) else check_rows(x, "x")
+    if num_rows(x) == 0:
+        raise ValueError("there are no rows to score: x has 0 rows")
     found: dict[str, Estimate] = {}
     methods = [("elbo", max(samples))] + [("importance", k) for k in samples]
     notes = []

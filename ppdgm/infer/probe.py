@@ -9,6 +9,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.trace_struct import Trace
 from torch import Tensor
+from torch.distributions import constraints
 
 from ppdgm.infer.weights import (
     Layout,
@@ -44,12 +45,18 @@ def probe(
         ValueError: if the model has no vectorized plate named ``plate``, observes nothing inside
             it or something outside it, an observed value does not match the plate's size or
             holds NaN, the guide samples a site that is not a latent site of the model, leaves a
-            latent site of the model unsampled, or gives a site another shape than the model.
+            latent site of the model unsampled, or gives a site another shape than the model;
+            or there are no data points (a plate of size 0). An observed value holding
+            infinity is refused as NaN is.
     """
     try:
         with own_stream():  # probing draws nothing from the stream the estimates then use
             model_trace, guide_trace = trace_once(model, guide, args, kwargs)
     except Exception as e:
+        if isinstance(e, ZeroDivisionError) and "size cannot be zero" in str(e):
+            raise ValueError(
+                "there are no data points to score (a plate of size 0): pass at least one row"
+            ) from None
         if guide is not None:  # an amortized guide may fail on bad data: name that instead
             _check_data_alone(model, args, kwargs, plate)
         cause = e.__cause__
@@ -143,16 +150,45 @@ def _check_observations(trace: Trace, plate: str, size: int) -> None:
                 f"of its event shape {tuple(site['fn'].event_shape)}; does the distribution need "
                 ".to_event(...)?)"
             )
-        if value.is_floating_point() and torch.isnan(value).any():
-            rows = torch.isnan(value.movedim(dim, 0).reshape(size, -1)).any(-1)
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            rows = ~torch.isfinite(value.movedim(dim, 0).reshape(size, -1)).all(-1)
             where = rows.nonzero().flatten().tolist()
             shown = ", ".join(map(str, where[:5])) + (", ..." if len(where) > 5 else "")
+            what = "NaN" if bool(torch.isnan(value).any()) else "an infinite value"
             raise ValueError(
-                f"observed site {name!r} has NaN in {len(where)} of its {size} data points "
-                f"(indices {shown}); drop them or model them as missing"
+                f"observed site {name!r} has {what} in {len(where)} of its {size} data points "
+                f"(indices {shown}); drop them or model them as missing (no distribution "
+                "scores NaN or infinity as an observation)"
             )
+        _check_support(name, site, value, dim, size)
     if not inside:
         raise ValueError(f"the model observes nothing inside plate {plate!r}: there is no data")
+
+
+def _check_support(name: str, site: dict[str, Any], value: Tensor, dim: int, size: int) -> None:
+    """Refuses observed values outside the support of their distribution: the sampling passes
+    run without Pyro's validation, and a log-density there (Bernoulli's at 2, say) is a number
+    of no meaning."""
+    support = getattr(site["fn"], "support", None)
+    if not isinstance(support, constraints.Constraint):
+        return
+    try:
+        ok = torch.as_tensor(support.check(value), dtype=torch.bool)
+    except Exception:  # a constraint that cannot check this value: the log-density decides
+        return
+    if bool(ok.all()):
+        return
+    if ok.dim() >= -dim:
+        rows = ~ok.movedim(dim, 0).expand(size, *ok.movedim(dim, 0).shape[1:])
+        where = rows.reshape(size, -1).any(-1).nonzero().flatten().tolist()
+    else:
+        where = list(range(size))
+    shown = ", ".join(map(str, where[:5])) + (", ..." if len(where) > 5 else "")
+    raise ValueError(
+        f"observed site {name!r} has values outside the support of its distribution "
+        f"({type(site['fn']).__name__}: {support}) in {len(where)} of its {size} data points "
+        f"(indices {shown}); its log-density there means nothing: fix or drop those rows"
+    )
 
 
 def _check_guide(model_trace: Trace, guide_trace: Trace, plate: str) -> None:

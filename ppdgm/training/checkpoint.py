@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import types
+import typing
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,8 +35,10 @@ from ppdgm.source import build_from_source, source_of
 
 __all__ = [
     "FORMAT",
+    "MAX_BYTES",
     "MAX_ELEMENTS",
     "build_model",
+    "check_config",
     "describe_spec",
     "load_model",
     "load_state",
@@ -49,8 +53,13 @@ __all__ = [
 FORMAT = "ppdgm-checkpoint/1"
 
 #: The most parameter and buffer elements a checkpoint's model may declare (2**34, 64 GiB of
-#: float32): a spec beyond it is refused before anything is allocated.
+#: float32), and the most any one size setting may ask for: a spec beyond it is refused before
+#: anything is allocated.
 MAX_ELEMENTS = 2**34
+
+#: The most memory a checkpoint's parameters and buffers may take (8 GiB), estimated before
+#: anything is allocated; less where the machine has less memory available.
+MAX_BYTES = 8 * 2**30
 
 
 def model_spec(model: nn.Module) -> dict[str, Any]:
@@ -196,21 +205,183 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return payload
 
 
-def _check_sizes(build: Any, spec: dict[str, Any], saved: dict[str, Tensor]) -> None:
-    """Builds the model on the ``meta`` device (no memory) to refuse absurd sizes and weights
-    of other shapes before anything is allocated."""
+def _gib(size: float) -> str:
+    """A number of bytes for messages: ``"1.5 GiB"``, ``"3.6 TiB"``."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{int(size)} bytes"
+
+
+def _available_memory() -> int | None:
+    """The memory the system can give this process now (``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
+
+
+def _largest_size(config: dict[str, Any]) -> str:
+    """The size setting asking for the most, as ``name=value``, for messages."""
+    best: tuple[int, str] | None = None
+    for name, value in config.items():
+        if "seed" in name:
+            continue
+        for leaf in _leaves(value):
+            if isinstance(leaf, int) and not isinstance(leaf, bool):
+                if best is None or leaf > best[0]:
+                    best = (leaf, f"{name}={value!r}")
+    return best[1] if best else "?"
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    """Whether a saved setting ``value`` (plain data: lists for tuples) is of type ``kind``
+    (a ``Config`` field's type: int, float, str, bool, tuples of them, optional)."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, k) for k in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    if origin in (tuple, list) or kind in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = typing.get_args(kind)
+        if not args:
+            return True
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(
+            _fits(v, k) for v, k in zip(value, args, strict=True)
+        )
+    return True  # a type this check does not know: the model's own checks decide
+
+
+def _kind_name(kind: Any) -> str:
+    name = kind.__name__ if isinstance(kind, type) else str(kind).replace("typing.", "")
+    return f"of type {name}"
+
+
+def check_config(spec: dict[str, Any]) -> None:
+    """Checks a zoo model's saved settings before anything is built: each of the type its
+    ``Config`` declares (a single int is also taken for a list of sizes), every size (an int
+    anywhere in a setting, but a seed) a positive integer no larger than :data:`MAX_ELEMENTS`,
+    every number finite. Specs of other modules are left to their own constructors.
+
+    Raises:
+        ValueError: naming the setting, the value and what it must be.
+    """
+    from ppdgm.models import MODELS
+
+    cls = MODELS.get(str(spec.get("name")))
+    config = spec.get("config")
+    if cls is None or not isinstance(config, dict):
+        return
+    try:
+        hints = typing.get_type_hints(cls.Config)
+    except Exception:  # unresolvable annotations: no type checks
+        hints = {}
+    for name, value in config.items():
+        if hints and name not in hints:
+            continue  # config_from names a setting the model does not have
+        kind = hints.get(name)
+        lenient = isinstance(value, int) and _fits([value], kind) if kind is not None else False
+        if kind is not None and not _fits(value, kind) and not lenient:
+            raise ValueError(
+                f"the saved setting {name}={value!r} of {cls.zoo_name} is not "
+                f"{_kind_name(kind)}: a damaged or foreign checkpoint"
+            )
+        for leaf in _leaves(value):
+            if isinstance(leaf, float) and not math.isfinite(leaf):
+                raise ValueError(
+                    f"the saved setting {name}={value!r} of {cls.zoo_name} is not a finite "
+                    "number: a damaged or foreign checkpoint"
+                )
+            if isinstance(leaf, int) and not isinstance(leaf, bool) and "seed" not in name:
+                if not 1 <= leaf <= MAX_ELEMENTS:
+                    raise ValueError(
+                        f"the saved setting {name}={value!r} of {cls.zoo_name} must hold "
+                        f"positive integers no larger than {MAX_ELEMENTS:,}: a damaged or "
+                        "foreign checkpoint; refused before allocating"
+                    )
+
+
+def _check_sizes(
+    build: Any, spec: dict[str, Any], saved: dict[str, Tensor], dtype: torch.dtype
+) -> None:
+    """Builds the model on the ``meta`` device (no memory) to refuse absurd sizes (an estimate
+    of the memory of its parameters and buffers) and weights of other shapes before anything
+    is allocated."""
+    config = spec.get("config") or {}
+    available = _available_memory()
+    limit, why = MAX_BYTES, f"the limit of {_gib(MAX_BYTES)}"
+    if available is not None and available < limit:
+        limit, why = available, f"the {_gib(available)} of memory available"
+
+    def refuse(elements: int, size: float, estimate: str) -> None:
+        if elements > MAX_ELEMENTS or size > limit:
+            raise ValueError(
+                f"the checkpoint's model {describe_spec(spec)} {estimate} {elements:,} weights, "
+                f"an estimated {_gib(size)}, more than {why} (its largest setting: "
+                f"{_largest_size(config)}): a damaged or foreign checkpoint; refused before "
+                "allocating"
+            )
+
     try:
         with torch.device("meta"):
             ghost = build()
-    except Exception:  # a constructor meta tensors cannot run: the real build decides
-        return
-    shapes = {k: v.shape for k, v in ghost.state_dict().items()}
-    elements = sum(math.prod(s) for s in shapes.values())
-    if elements > MAX_ELEMENTS:
-        raise ValueError(
-            f"the checkpoint's model {describe_spec(spec)} declares {elements:,} weights, more "
-            f"than {MAX_ELEMENTS:,}: a damaged or foreign checkpoint; refused before allocating"
+    except ValueError:
+        raise
+    except Exception as e:
+        if isinstance(e, RuntimeError) and "overflow" in str(e).lower():
+            raise ValueError(
+                f"the checkpoint's model {describe_spec(spec)} asks for tensors larger than "
+                f"memory can address (its largest setting: {_largest_size(config)}): a damaged "
+                "or foreign checkpoint; refused before allocating"
+            ) from None
+        # a constructor meta tensors cannot run (it reads values of its tensors): a rough
+        # lower bound, one dense layer between the two largest sizes, before the real build
+        widths = sorted(
+            (
+                leaf
+                for name, value in config.items()
+                if "seed" not in name
+                for leaf in _leaves(value)
+                if isinstance(leaf, int) and not isinstance(leaf, bool) and leaf > 0
+            ),
+            reverse=True,
         )
+        elements = widths[0] * widths[1] if len(widths) > 1 else (widths[0] if widths else 0)
+        refuse(elements, elements * dtype.itemsize, "needs at least")
+        return
+    tensors = ghost.state_dict()
+    shapes = {k: v.shape for k, v in tensors.items()}
+    elements = sum(math.prod(s) for s in shapes.values())
+    size = sum(
+        math.prod(v.shape) * (dtype.itemsize if v.is_floating_point() else v.element_size())
+        for v in tensors.values()
+    )
+    refuse(elements, size, "declares")
     for name, shape in shapes.items():
         if name in saved and tuple(saved[name].shape) != tuple(shape):
             raise ValueError(
@@ -225,7 +396,8 @@ def build_model(spec: dict[str, Any], state_dict: dict[str, Tensor] | None = Non
     Arguments:
         spec: the spec.
         state_dict: the weights that will be loaded; the architecture is first built without
-            memory and its sizes checked against them (and against :data:`MAX_ELEMENTS`).
+            memory and its sizes checked against them (and against :data:`MAX_ELEMENTS` and
+            :data:`MAX_BYTES`); a zoo model's settings are checked first (:func:`check_config`).
 
     Raises:
         ValueError: for an unknown model name, arguments its constructor rejects, an unknown
@@ -240,6 +412,7 @@ def build_model(spec: dict[str, Any], state_dict: dict[str, Tensor] | None = Non
         raise ValueError(f"unknown dtype {spec.get('dtype')!r} in the model spec")
     if spec.get("name") is not None:
         cls = model_class(spec["name"])
+        check_config(spec)
 
         def build() -> nn.Module:
             try:
@@ -261,18 +434,39 @@ def build_model(spec: dict[str, Any], state_dict: dict[str, Tensor] | None = Non
             "ppdgm.checkpoint.load_weights(path, module)"
         )
     if state_dict is not None:
-        _check_sizes(build, spec, state_dict)
-    return build().to(dtype)
+        _check_sizes(build, spec, state_dict, dtype)
+    try:
+        return build().to(dtype)
+    except RuntimeError as e:  # e.g. an allocation the estimate could not foresee
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot build {describe_spec(spec)}: {first}") from None
 
 
 def load_state(model: nn.Module, checkpoint: dict[str, Any], path: Any) -> None:
     """Loads a checkpoint's ``state_dict`` (from :func:`read_checkpoint`) into ``model``.
 
     Raises:
-        ValueError: naming ``path``, for weights that do not fit the model.
+        ValueError: naming ``path`` and the tensor at fault, for weights that do not fit the
+            model: a tensor of another shape (both shapes), complex values, or tensors the
+            model lacks or the checkpoint lacks.
     """
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
+    saved = checkpoint["state_dict"]
+    mine = model.state_dict()
+    for name, tensor in mine.items():
+        if name not in saved:  # a model may fill it in (an earlier layout): its load decides
+            continue
+        if tuple(saved[name].shape) != tuple(tensor.shape):
+            raise ValueError(
+                f"{path}: the saved weights do not fit the model: {name} has shape "
+                f"{tuple(saved[name].shape)}, expected {tuple(tensor.shape)}"
+            )
+        if saved[name].is_complex() and not tensor.is_complex():
+            raise ValueError(
+                f"{path}: the saved weights do not fit the model: {name} is complex "
+                f"({saved[name].dtype}), expected real numbers ({tensor.dtype})"
+            )
+    try:  # missing and unknown tensors: torch names them (a model may read an older layout)
+        model.load_state_dict(saved)
     except RuntimeError as e:
         message = " ".join(line.strip() for line in str(e).strip().splitlines())
         raise ValueError(f"{path}: the saved weights do not fit the model: {message}") from None
@@ -310,7 +504,10 @@ def load_model(
             of another class than ``expect`` or a ``state_dict`` that does not fit.
     """
     checkpoint = read_checkpoint(path)
-    model = build_model(checkpoint["model"], checkpoint["state_dict"])
+    try:
+        model = build_model(checkpoint["model"], checkpoint["state_dict"])
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     if expect is not None and not isinstance(model, expect):
         raise ValueError(
             f"{path} holds a {type(model).__name__} checkpoint, not a {expect.__name__} one"

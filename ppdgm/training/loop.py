@@ -145,6 +145,9 @@ def evaluate(
         batch_size: rows per pass.
         method, num_samples: the estimator of a latent-variable model.
 
+    Raises:
+        ValueError: for ``x`` of no rows (a mean over nothing is no number).
+
     Returns:
         ``rows``, ``nll``, ``bits_per_dim``, ``bound``, and for estimates ``stderr`` (of
         ``nll``) and ``num_samples``.
@@ -157,10 +160,12 @@ def evaluate(
         >>> evaluate(model, torch.ones(3, 4))
         {'rows': 3, 'nll': 2.772588..., 'bits_per_dim': 1.0, 'bound': 'exact'}
     """
+    x = check_rows(x, "x")
+    if num_rows(x) == 0:
+        raise ValueError("there are no rows to evaluate: x has 0 rows")
     where = current_group()
     if not where.parallel:
         return _evaluate_here(model, x, batch_size, method=method, num_samples=num_samples)
-    x = check_rows(x, "x")
     mine = _evaluate_here(
         model, shard(x, where), batch_size, method=method, num_samples=num_samples
     )
@@ -353,7 +358,9 @@ def fit(
     train = _prepare(train, "train", check, device)
     valid = _prepare(valid, "valid", check, device) if valid is not None else None
     if num_rows(train) == 0:
-        raise ValueError("no training data")
+        raise ValueError("no training data: train has 0 rows")
+    if valid is not None and num_rows(valid) == 0:
+        raise ValueError("the validation data has 0 rows: pass valid=None to train without one")
     out = Path(out_dir) if out_dir is not None else None
     settings: dict[str, Any] = {"seed": seed, "batch_size": batch_size, "lr": lr}
     if weight_decay:
@@ -415,112 +422,120 @@ def fit(
         **{f"pyro.param {k!r}": v for k, v in pyro_params.items()},
     }
     work = batch_size // where.size * sum(p.numel() for p in trained)
-    with torch.random.fork_rng(devices=_rng_devices(device)), bar, work_threads(work):
-        for epoch in range(start, epochs):
-            if stopped:
-                break
-            torch.manual_seed(seed * 1_000_003 + epoch + where.rank * RANK_STREAMS)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * lr_decay**epoch
-            tick = time.perf_counter()
-            model.train()
-            total = torch.zeros((), dtype=torch.float64, device=device)
-            bar.set_description(f"epoch {epoch + 1}/{epochs}")
-            for b, whole in enumerate(batches(train, batch_size, seed=seed, epoch=epoch)):
-                step = epoch * steps_per_epoch + b
-                batch = shard(whole, where) if where.parallel else whole
-                optimizer.zero_grad(set_to_none=True)
-                if num_rows(batch):  # a process may get no rows of a short last minibatch
-                    try:
-                        with values_checked(), autocast():  # train was checked in full above
-                            loss = objective(model, batch, step)
-                    except NaNLogDensity as e:  # the parameters diverged at the last step
-                        _check_finite(torch.tensor(math.nan), epoch, step, out, cause=str(e))
-                        raise
-                    # this block's share of the minibatch's mean: summed over the processes,
-                    # the gradients are those of the whole minibatch
-                    (loss * (num_rows(batch) / num_rows(whole))).backward()
-                    total += loss.detach() * num_rows(batch)
-                if where.parallel:
-                    sum_gradients(trained)
-                optimizer.step()
-                bar.update()
-                if b % 20 == 0 and num_rows(batch):
-                    _check_finite(loss, epoch, step, out)
-                    bar.set_postfix(_postfix(float(loss.detach()), history), refresh=False)
-            if where.parallel:  # rank 0's buffers everywhere; the parameters still one model
-                agree_replicas(replicas, list(model.buffers()), epoch + 1)
-            summed = sum_values([float(total)])[0] if where.parallel else float(total)
-            entry: dict[str, Any] = {"epoch": epoch + 1, "train_loss": summed / num_rows(train)}
-            _check_finite(torch.tensor(entry["train_loss"]), epoch, step, out)
-            if valid is not None:
-                scores = evaluate(model, valid, batch_size=batch_size)
-                entry["valid_nll"] = scores["nll"]
-                entry["valid_bits_per_dim"] = scores["bits_per_dim"]
-                if scores["bound"] != "exact":
-                    entry["valid_bound"] = scores["bound"]
-                if valid_samples is not None:
-                    with warnings.catch_warnings(record=True) as caught:
-                        warnings.simplefilter("always", UnreliableWeightsWarning)
-                        iwae = evaluate(
-                            model,
-                            valid,
-                            batch_size=batch_size,
-                            method="importance",
-                            num_samples=valid_samples,
-                        )
-                    entry["valid_iwae_nll"] = iwae["nll"]
-                    if any(issubclass(w.category, UnreliableWeightsWarning) for w in caught):
-                        entry["valid_iwae_unreliable"] = True
-            score = entry.get("valid_nll", -float(epoch))  # no validation: the latest is best
-            entry["best"] = score < state["best"]
-            if entry["best"]:
-                state.update(best=score, best_epoch=epoch + 1, bad=0)
-                if valid is not None:  # without, the best is the latest: no copy needed
-                    best_state = _snapshot(model, pyro_params)
-            else:
-                state["bad"] += 1
-            entry["seconds"] = time.perf_counter() - tick
-            history.append(entry)
-            bar.set_postfix(_postfix(entry["train_loss"], history), refresh=True)
-            if writes:
-                extra = {
-                    "data": data or {},
-                    "settings": settings,
-                    "epoch": epoch + 1,
-                    "pyro_params": pyro_params,
-                }
-                if entry["best"]:
-                    save_checkpoint(out / "best.pt", model, **extra)
-                with (out / "metrics.jsonl").open("a") as f:
-                    f.write(json.dumps(entry) + "\n")
-                save_checkpoint(
-                    out / "last.pt",
-                    model,
-                    **extra,
-                    optimizer=optimizer.state_dict(),
-                    history=history,
-                    state={k: v for k, v in state.items() if k != "history"},
-                )
-            stopped = patience is not None and state["bad"] >= patience
-            if max_seconds is not None:
-                late = float(time.perf_counter() - began >= max_seconds)
-                if (sum_values([late])[0] if where.parallel else late) > 0:  # all stop together
+    saved_epoch = start  # the epoch of out/last.pt (a resumed run's, until the next is saved)
+    training = True
+    try:
+        with torch.random.fork_rng(devices=_rng_devices(device)), bar, work_threads(work):
+            for epoch in range(start, epochs):
+                if stopped:
                     break
-    seconds = time.perf_counter() - began
-    if valid is not None and best_state is not None:
-        _restore(model, pyro_params, best_state)
-    model.eval()
-    files: list[Path] = []
-    if writes and history:
-        files += [out / "best.pt", out / "last.pt", out / "metrics.jsonl"]
-        if plots:
-            name = type(model).__name__
-            files.append(save_learning_curves(history, out / "learning_curves.png", title=name))
-            if can_sample(model):
-                with torch.random.fork_rng(devices=_rng_devices(device)):
-                    samples = picture_samples(model, 64, seed)
-                files.append(save_sample_grid(samples, out / "samples.png", title=name))
+                torch.manual_seed(seed * 1_000_003 + epoch + where.rank * RANK_STREAMS)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * lr_decay**epoch
+                tick = time.perf_counter()
+                model.train()
+                total = torch.zeros((), dtype=torch.float64, device=device)
+                bar.set_description(f"epoch {epoch + 1}/{epochs}")
+                for b, whole in enumerate(batches(train, batch_size, seed=seed, epoch=epoch)):
+                    step = epoch * steps_per_epoch + b
+                    batch = shard(whole, where) if where.parallel else whole
+                    optimizer.zero_grad(set_to_none=True)
+                    if num_rows(batch):  # a process may get no rows of a short last minibatch
+                        try:
+                            with values_checked(), autocast():  # train was checked in full above
+                                loss = objective(model, batch, step)
+                        except NaNLogDensity as e:  # the parameters diverged at the last step
+                            _check_finite(torch.tensor(math.nan), epoch, step, out, cause=str(e))
+                            raise
+                        # this block's share of the minibatch's mean: summed over the processes,
+                        # the gradients are those of the whole minibatch
+                        (loss * (num_rows(batch) / num_rows(whole))).backward()
+                        total += loss.detach() * num_rows(batch)
+                    if where.parallel:
+                        sum_gradients(trained)
+                    optimizer.step()
+                    bar.update()
+                    if b % 20 == 0 and num_rows(batch):
+                        _check_finite(loss, epoch, step, out)
+                        bar.set_postfix(_postfix(float(loss.detach()), history), refresh=False)
+                if where.parallel:  # rank 0's buffers everywhere; the parameters still one model
+                    agree_replicas(replicas, list(model.buffers()), epoch + 1)
+                summed = sum_values([float(total)])[0] if where.parallel else float(total)
+                entry: dict[str, Any] = {"epoch": epoch + 1, "train_loss": summed / num_rows(train)}
+                _check_finite(torch.tensor(entry["train_loss"]), epoch, step, out)
+                if valid is not None:
+                    scores = evaluate(model, valid, batch_size=batch_size)
+                    entry["valid_nll"] = scores["nll"]
+                    entry["valid_bits_per_dim"] = scores["bits_per_dim"]
+                    if scores["bound"] != "exact":
+                        entry["valid_bound"] = scores["bound"]
+                    if valid_samples is not None:
+                        with warnings.catch_warnings(record=True) as caught:
+                            warnings.simplefilter("always", UnreliableWeightsWarning)
+                            iwae = evaluate(
+                                model,
+                                valid,
+                                batch_size=batch_size,
+                                method="importance",
+                                num_samples=valid_samples,
+                            )
+                        entry["valid_iwae_nll"] = iwae["nll"]
+                        if any(issubclass(w.category, UnreliableWeightsWarning) for w in caught):
+                            entry["valid_iwae_unreliable"] = True
+                score = entry.get("valid_nll", -float(epoch))  # no validation: the latest is best
+                entry["best"] = score < state["best"]
+                if entry["best"]:
+                    state.update(best=score, best_epoch=epoch + 1, bad=0)
+                    if valid is not None:  # without, the best is the latest: no copy needed
+                        best_state = _snapshot(model, pyro_params)
+                else:
+                    state["bad"] += 1
+                entry["seconds"] = time.perf_counter() - tick
+                history.append(entry)
+                bar.set_postfix(_postfix(entry["train_loss"], history), refresh=True)
+                if writes:
+                    extra = {
+                        "data": data or {},
+                        "settings": settings,
+                        "epoch": epoch + 1,
+                        "pyro_params": pyro_params,
+                    }
+                    if entry["best"]:
+                        save_checkpoint(out / "best.pt", model, **extra)
+                    _rewrite_metrics(out / "metrics.jsonl", history)  # atomic: whole lines
+                    save_checkpoint(
+                        out / "last.pt",
+                        model,
+                        **extra,
+                        optimizer=optimizer.state_dict(),
+                        history=history,
+                        state={k: v for k, v in state.items() if k != "history"},
+                    )
+                    saved_epoch = epoch + 1
+                stopped = patience is not None and state["bad"] >= patience
+                if max_seconds is not None:
+                    late = float(time.perf_counter() - began >= max_seconds)
+                    if (sum_values([late])[0] if where.parallel else late) > 0:  # all stop together
+                        break
+        training = False
+        seconds = time.perf_counter() - began
+        if valid is not None and best_state is not None:
+            _restore(model, pyro_params, best_state)
+        model.eval()
+        files: list[Path] = []
+        if writes and history:
+            files += [out / "best.pt", out / "last.pt", out / "metrics.jsonl"]
+            if plots:
+                name = type(model).__name__
+                files.append(save_learning_curves(history, out / "learning_curves.png", title=name))
+                if can_sample(model):
+                    with torch.random.fork_rng(devices=_rng_devices(device)):
+                        samples = picture_samples(model, 64, seed)
+                    files.append(save_sample_grid(samples, out / "samples.png", title=name))
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (ppdgm.commands.train): what was kept
+        if where.writer:
+            e.add_note(_kept(out if writes else None, _saved_epoch(out, saved_epoch), training))
+        raise
     has_valid = valid is not None and state["best_epoch"] is not None
     return FitResult(
         history=history,
@@ -653,24 +668,114 @@ def _resume(
     if not same_model(spec, mine):
         raise ValueError(
             f"{out / 'last.pt'} is a checkpoint of {describe_spec(spec)}, not of the "
-            f"{describe_spec(mine)} being trained"
+            f"{describe_spec(mine)} being trained; start over with --overwrite or point --out "
+            "elsewhere"
         )
     if checkpoint.get("settings") != settings:
         raise ValueError(
             f"{out / 'last.pt'} was trained with {checkpoint.get('settings')}, not {settings}; "
             "resume with the same seed, batch size, learning rate and objective"
         )
-    load_state(model, checkpoint, out / "last.pt")
-    load_program_params(pyro_params, checkpoint["pyro_params"], str(out / "last.pt"))
-    optimizer.load_state_dict(checkpoint["optimizer"])
+    try:
+        load_state(model, checkpoint, out / "last.pt")
+        load_program_params(pyro_params, checkpoint["pyro_params"], str(out / "last.pt"))
+        _load_optimizer(optimizer, checkpoint, out / "last.pt", model, pyro_params)
+        state = _saved_progress(checkpoint, out / "last.pt")
+        best_state = None
+        if (out / "best.pt").exists():
+            best = read_checkpoint(out / "best.pt")
+            for name, value in best["state_dict"].items():
+                mine = checkpoint["state_dict"].get(name)
+                if mine is not None and tuple(mine.shape) != tuple(value.shape):
+                    raise ValueError(
+                        f"{out / 'best.pt'}: {name} has shape {tuple(value.shape)}, but the "
+                        f"model's (and last.pt's) is {tuple(mine.shape)}"
+                    )
+            best_state = {"state_dict": best["state_dict"], "pyro_params": best["pyro_params"]}
+    except ValueError as e:
+        raise ValueError(
+            f"cannot resume: {e}; start over with --overwrite or point --out elsewhere"
+        ) from None
+    return state, best_state
+
+
+def _load_optimizer(
+    optimizer: torch.optim.Optimizer,
+    checkpoint: dict[str, Any],
+    path: Path,
+    model: nn.Module,
+    pyro_params: dict[str, Tensor],
+) -> None:
+    """Loads the optimizer's saved state, checking that each of its tensors has the shape of
+    its parameter (torch does not, and a step would fail on it).
+
+    Raises:
+        ValueError: naming ``path`` and the parameter, for a missing or damaged state.
+    """
+    saved = checkpoint.get("optimizer")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} holds no optimizer state (not a checkpoint to resume from)")
+    try:
+        optimizer.load_state_dict(saved)
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
+        raise ValueError(f"{path}: the saved optimizer state does not fit: {e}") from None
     for group in optimizer.param_groups:  # the saved flags name the kernel of the saving run
         group.update({k: optimizer.defaults[k] for k in _KERNEL_FLAGS})
-    state = {**checkpoint["state"], "history": list(checkpoint["history"])}
-    best_state = None
-    if (out / "best.pt").exists():
-        best = read_checkpoint(out / "best.pt")
-        best_state = {"state_dict": best["state_dict"], "pyro_params": best["pyro_params"]}
-    return state, best_state
+    names = {id(p): n for n, p in model.named_parameters()}
+    names.update({id(p): f"pyro.param {n!r}" for n, p in pyro_params.items()})
+    for param, moments in optimizer.state.items():
+        for key, value in moments.items():
+            if key == "step" or not isinstance(value, Tensor):
+                continue
+            if tuple(value.shape) != tuple(param.shape):
+                raise ValueError(
+                    f"{path}: the optimizer's {key} of {names.get(id(param), '?')} has shape "
+                    f"{tuple(value.shape)}, expected {tuple(param.shape)}"
+                )
+
+
+def _saved_progress(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The loop's state saved in ``last.pt``: ``best``, ``best_epoch``, ``bad`` and
+    ``history``.
+
+    Raises:
+        ValueError: naming ``path``, for a missing or damaged entry.
+    """
+    state, history = checkpoint.get("state"), checkpoint.get("history")
+    if (
+        not isinstance(state, dict)
+        or not isinstance(history, list)
+        or not all(isinstance(e, dict) for e in history)
+        or not {"best", "best_epoch", "bad"} <= set(state)
+    ):
+        raise ValueError(f"{path} holds no record of the epochs run (not a checkpoint to resume)")
+    return {**state, "history": list(history)}
+
+
+def _saved_epoch(out: Path | None, known: int) -> int:
+    """The epoch of ``out/last.pt`` as the file says (an interruption may fall between writing
+    it and noting that it was written); ``known`` where it cannot be read."""
+    if out is None or not (out / "last.pt").exists():
+        return known
+    try:
+        return int(read_checkpoint(out / "last.pt")["epoch"])
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError):
+        return known
+
+
+def _kept(out: Path | None, saved_epoch: int, training: bool) -> str:
+    """What an interrupted :func:`fit` leaves, in words: the checkpoint of the last finished
+    epoch (``saved_epoch``; 0: none), and how to go on from it; ``training``: whether the
+    interruption came during the epochs (else while drawing the pictures)."""
+    if out is None:
+        return "nothing was saved (no output folder)"
+    if not saved_epoch:
+        return f"no epoch finished, so no checkpoint was written to {out}"
+    lost = f"epoch {saved_epoch + 1} was cut short and is lost; " if training else ""
+    return (
+        f"{lost}kept {out / 'last.pt'}, the checkpoint of epoch {saved_epoch}, the last "
+        "finished one (and best.pt); --resume continues from it"
+    )
 
 
 def _rewrite_metrics(path: Path, history: list[dict[str, Any]]) -> None:
