@@ -568,3 +568,31 @@ def test_bn_outputs_under_a_file_or_on_a_full_or_read_only_disk(
         assert main(["bn", "fit", "asia", "--data", str(rows), "-o", str(out / "n.bif")]) == 2
     assert f"cannot write {out / 'n.bif'}: disk full" in _one_error_line(capsys, "bn")
     assert sorted(p.name for p in out.iterdir()) == ["x.csv"]
+
+
+def test_loglik_of_a_network_with_a_variable_named_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the network's plate over rows takes another name: 'data' is the variable's
+    import networkx as nx
+
+    from ppdgm.bn import DiscreteBN, write_bif
+
+    bn = DiscreteBN(
+        nx.DiGraph([("data", "b")]), {"data": [0.5, 0.5], "b": [[0.9, 0.1], [0.2, 0.8]]}
+    )
+    write_bif(bn, tmp_path / "net.bif")
+    (tmp_path / "rows.csv").write_text("data,b\n,1\n0,\n")
+    argv = ["bn", "loglik", str(tmp_path / "net.bif"), "--data", str(tmp_path / "rows.csv")]
+    for method in ("exact", "importance", "elbo"):
+        extra = [] if method == "exact" else ["--samples", "400", "--seed", "0"]
+        assert main([*argv, "--method", method, *extra]) == 0, capsys.readouterr().err
+        result = pd.read_csv(io.StringIO(capsys.readouterr().out))
+        expected = [math.log(0.5 * 0.1 + 0.5 * 0.8), math.log(0.5)]
+        if method == "exact":
+            assert result["log_prob"].tolist() == pytest.approx(expected, abs=1e-9)
+        elif method == "importance":  # row 1 observes a root alone: its weight is exact
+            assert result["log_prob"][1] == pytest.approx(expected[1], abs=1e-9)
+            assert result["log_prob"][0] == pytest.approx(expected[0], abs=0.15)  # 400 draws
+        else:
+            assert (result["log_prob"] <= np.array(expected) + 1e-9).all()

@@ -341,13 +341,7 @@ def execute(
         else:
             t, _ = _contract(operands, step.variable is not None, step.pairs)
         slots.append(t)
-    result = slots[-1]
-    assert result is not None
-    if plan.steps[-1].batched:
-        result = result.movedim(-1, 0)
-    else:
-        result = result.expand((rows, *result.shape))
-    return result, log_scale
+    return _rows_first(slots[-1], plan, rows), log_scale
 
 
 #: A network whose tables have a positive entry below this, and whose tables' smallest
@@ -405,13 +399,15 @@ def execute_log(
         elif step.variable is not None:
             t = torch.logsumexp(t, 0)
         slots.append(t)
-    result = slots[-1]
+    return _rows_first(slots[-1], plan, rows)
+
+
+def _rows_first(result: Tensor | None, plan: Plan, rows: int) -> Tensor:
+    """The plan's last factor with the rows first (expanded when it does not depend on them)."""
     assert result is not None
     if plan.steps[-1].batched:
-        result = result.movedim(-1, 0)
-    else:
-        result = result.expand((rows, *result.shape))
-    return result
+        return result.movedim(-1, 0)
+    return result.expand((rows, *result.shape))
 
 
 def _log_tables(bn: DiscreteBN) -> dict[str, Tensor]:
