@@ -9,6 +9,7 @@ from ppdgm.models.flows import IAF, MAF, NICE, RealNVP
 from ppdgm.models.fvsbn import FVSBN
 from ppdgm.models.made import MADE
 from ppdgm.models.nade import NADE
+from ppdgm.models.pixelcnn import PixelCNN
 from ppdgm.models.rnade import RNADE
 from ppdgm.models.vae import GMVAE, VAE, HierarchicalVAE
 
@@ -24,6 +25,7 @@ __all__ = [
     "RNADE",
     "VAE",
     "HierarchicalVAE",
+    "PixelCNN",
     "RealNVP",
     "model_class",
 ]

@@ -1,16 +1,18 @@
-"""Datasets: binarized MNIST (``.amat`` files), scikit-learn's digits, synthetic binary data, and
-seeded batches for training.
+"""Datasets: binarized MNIST (``.amat`` files), labelled MNIST (idx files), scikit-learn's
+digits, synthetic binary data, and seeded batches for training.
 
 Nothing here downloads unless :func:`download` is called; loaders take a path.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
 import pickle
 import shutil
 import urllib.request
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,17 +35,23 @@ __all__ = [
     "BINARIZED_MNIST_URL",
     "DATASETS",
     "FILE_SUFFIXES",
+    "MNIST_SPLITS",
+    "MNIST_URL",
     "SPLITS",
     "BernoulliMixture",
     "batches",
     "dataloader",
     "download",
+    "dynamic_binarization",
+    "labelled_split",
     "load",
     "load_binarized_mnist",
     "load_digit_labels",
     "load_digits",
     "load_file",
+    "load_mnist",
     "read_amat",
+    "read_idx",
     "write_amat",
 ]
 
@@ -208,6 +216,281 @@ def download(
                 read_amat(tmp, dim=784)
         paths.append(path)
     return paths
+
+
+#: Where MNIST's idx files are published (``{name}`` stands for a file name, e.g.
+#: ``train-images-idx3-ubyte.gz``); :func:`load_mnist` only reads them, it never downloads.
+MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/{name}"
+#: The splits of :func:`load_mnist` and the prefixes of their idx files.
+MNIST_SPLITS = {"train": "train", "test": "t10k"}
+
+# idx type code -> big-endian numpy dtype
+_IDX_TYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def read_idx(path: str | os.PathLike[str]) -> Tensor:
+    """Reads an idx file (MNIST's format), gzipped or plain: which one is decided by the gzip
+    magic bytes, not by the name.
+
+    The format: two zero bytes, a type code (``0x08`` uint8, ``0x09`` int8, ``0x0B`` int16,
+    ``0x0C`` int32, ``0x0D`` float32, ``0x0E`` float64) and the number of dimensions; then one
+    big-endian int32 size per dimension; then the values, big-endian, in row-major order.
+
+    Returns:
+        A tensor of the file's shape and type (``torch.uint8``, ``int8``, ``int16``, ``int32``,
+        ``float32`` or ``float64``), in native byte order.
+
+    Raises:
+        FileNotFoundError: if there is no such file.
+        ValueError: naming the file: a corrupt gzip stream, a bad magic number, an unknown type
+            code, or a file shorter or longer than its header says (bytes expected vs found).
+
+    Example:
+        >>> import gzip, tempfile
+        >>> header = bytes([0, 0, 0x08, 2]) + (2).to_bytes(4, "big") + (3).to_bytes(4, "big")
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = Path(d, "x-idx2-ubyte.gz").write_bytes(gzip.compress(header + bytes(range(6))))
+        ...     read_idx(Path(d, "x-idx2-ubyte.gz"))
+        tensor([[0, 1, 2],
+                [3, 4, 5]], dtype=torch.uint8)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+    if data[:2] == _GZIP_MAGIC:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ValueError(
+                f"{path}: corrupt gzip stream ({e}); fetch the file again, or gunzip it to see "
+                "where it breaks"
+            ) from None
+    return _parse_idx(data, str(path))
+
+
+def _parse_idx(data: bytes, name: str) -> Tensor:
+    """The tensor in idx bytes ``data`` (see :func:`read_idx`); ``name`` names it in errors."""
+    if len(data) < 4 or data[:2] != b"\0\0":
+        raise ValueError(
+            f"{name}: bad magic number {data[:4].hex() or '(empty file)'}; an idx file starts "
+            "with two zero bytes, a type code and the number of dimensions (is it an idx file?)"
+        )
+    code, ndim = data[2], data[3]
+    if code not in _IDX_TYPES:
+        known = ", ".join(f"0x{c:02X} {t.name}" for c, t in _IDX_TYPES.items())
+        raise ValueError(f"{name}: unknown idx type code 0x{code:02X}; known are {known}")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(
+            f"{name}: truncated header: {ndim} dimensions need {header} bytes, found {len(data)}"
+        )
+    shape = tuple(int(s) for s in np.frombuffer(data, dtype=">i4", count=ndim, offset=4))
+    if any(s < 0 for s in shape):
+        raise ValueError(f"{name}: negative size in shape {shape}")
+    dtype = _IDX_TYPES[code]
+    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) != expected:
+        kind = "truncated file" if len(data) < expected else "extra bytes after the data"
+        raise ValueError(
+            f"{name}: {kind}: shape {shape} of {dtype.name} needs {expected} bytes "
+            f"(header included), found {len(data)}"
+        )
+    values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    return torch.from_numpy(values.astype(dtype.newbyteorder("="), copy=True))
+
+
+def _mnist_path(directory: Path, prefix: str, kind: str) -> Path:
+    """The idx file ``{prefix}-{kind}`` in ``directory``, plain or ``.gz``."""
+    name = f"{prefix}-{kind}"
+    for candidate in (directory / name, directory / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no MNIST file {name}(.gz) in {directory}; MNIST's idx files come from "
+        f"http://yann.lecun.com/exdb/mnist/ (mirror: {MNIST_URL.format(name=name + '.gz')}); "
+        "ppdgm does not download them"
+    )
+
+
+def load_mnist(
+    directory: str | os.PathLike[str],
+    split: str = "train",
+    *,
+    binarize: str | None = None,
+    threshold: float = 0.5,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """Labelled MNIST from the standard idx files in ``directory``: ``train-images-idx3-ubyte``
+    and ``train-labels-idx1-ubyte`` for ``split="train"``, ``t10k-...`` for ``"test"``, each
+    plain or gzipped (``.gz``; the plain file is read when both are there). Rows are in the
+    files' order.
+
+    Arguments:
+        directory: the folder of the idx files.
+        split: ``train`` or ``test``.
+        binarize: None: the intensities ``pixel / 255`` in ``[0, 1]``; ``"threshold"``: 1 where
+            the intensity is above ``threshold``, else 0; ``"bernoulli"``: one Bernoulli draw
+            with the intensities as probabilities, fixed by ``seed`` (the same draw every call).
+            For a fresh draw each epoch, load the intensities and use
+            :func:`dynamic_binarization`.
+        threshold: for ``binarize="threshold"``, in ``[0, 1]``.
+        seed: for ``binarize="bernoulli"``.
+
+    Returns:
+        ``(images, labels)``: ``[N, rows * cols]`` float32 (``[N, 784]`` for MNIST) and ``[N]``
+        int64 in ``0..9``.
+
+    Raises:
+        FileNotFoundError: if a file is missing (the message names it and where MNIST comes
+            from).
+        ValueError: for an unknown split or binarize mode, a threshold outside ``[0, 1]``, a
+            malformed file (:func:`read_idx`), images and labels of different counts, or labels
+            outside ``0..9``.
+    """
+    if split not in MNIST_SPLITS:
+        raise ValueError(f"unknown MNIST split {split!r}; choose one of {', '.join(MNIST_SPLITS)}")
+    if binarize not in (None, "threshold", "bernoulli"):
+        raise ValueError(
+            f"unknown binarize mode {binarize!r}; choose None, 'threshold' or 'bernoulli'"
+        )
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(
+            f"threshold must be in [0, 1] (intensities are pixel/255), got {threshold}"
+        )
+    directory = Path(directory)
+    prefix = MNIST_SPLITS[split]
+    image_path = _mnist_path(directory, prefix, "images-idx3-ubyte")
+    label_path = _mnist_path(directory, prefix, "labels-idx1-ubyte")
+    images, labels = read_idx(image_path), read_idx(label_path)
+    if images.dtype != torch.uint8 or images.dim() != 3:
+        raise ValueError(
+            f"{image_path}: expected [N, rows, cols] uint8 images, got shape "
+            f"{tuple(images.shape)} of {images.dtype}; is this the images file?"
+        )
+    if labels.dtype != torch.uint8 or labels.dim() != 1:
+        raise ValueError(
+            f"{label_path}: expected [N] uint8 labels, got shape {tuple(labels.shape)} of "
+            f"{labels.dtype}; is this the labels file?"
+        )
+    if len(images) != len(labels):
+        raise ValueError(
+            f"{len(images)} images in {image_path.name} but {len(labels)} labels in "
+            f"{label_path.name}; the two files must come from the same split"
+        )
+    if len(labels) and int(labels.max()) > 9:
+        bad = int(torch.nonzero(labels > 9)[0])
+        raise ValueError(f"{label_path}: label {int(labels[bad])} at row {bad} is not a digit 0..9")
+    x = images.reshape(len(images), -1).to(torch.float32).div_(255.0)
+    if binarize == "threshold":
+        x = (x > threshold).to(torch.float32)
+    elif binarize == "bernoulli":
+        x = torch.bernoulli(x, generator=_seeded_generator("load_mnist", seed))
+    return x, labels.to(torch.int64)
+
+
+def _seeded_generator(tag: str, *keys: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator seeded from ``tag`` and non-negative integer ``keys`` (through numpy's
+    ``SeedSequence``, so that nearby keys give unrelated streams)."""
+    if any(k < 0 for k in keys):
+        raise ValueError(f"seeds and epochs must be non-negative integers, got {keys}")
+    entropy = [*tag.encode(), *map(int, keys)]
+    state = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
+    return torch.Generator(device=device).manual_seed(state)
+
+
+def dynamic_binarization(x: Tensor, seed: int, epoch: int) -> Tensor:
+    """A fresh Bernoulli draw of intensities ``x`` in ``[0, 1]`` for each epoch (dynamic
+    binarization, as the CS236 homework trains on MNIST): ``bernoulli(x)`` from a generator
+    seeded by ``(seed, epoch)``, so an epoch's draw can be replayed (on resume) exactly.
+
+    A training loop loads the intensities once (``load_mnist(folder)``, no ``binarize``) and
+    binarizes at the start of each epoch, then batches the result::
+
+        x, _ = load_mnist(folder)
+        for epoch in range(epochs):
+            x_epoch = dynamic_binarization(x, seed, epoch)
+            for batch in batches(x_epoch, 128, seed=seed, epoch=epoch):
+                ...
+
+    (or binarize each batch, with the batch's rank folded into ``epoch``). Evaluate on a fixed
+    draw (``load_mnist(..., binarize="bernoulli")``) so that numbers stay comparable.
+
+    Returns:
+        0 and 1 of ``x``'s shape, dtype and device.
+
+    Raises:
+        ValueError: for values outside ``[0, 1]``, or a negative seed or epoch.
+
+    Example:
+        >>> x = torch.full((2, 6), 0.5)
+        >>> torch.equal(dynamic_binarization(x, 0, 1), dynamic_binarization(x, 0, 1))
+        True
+        >>> dynamic_binarization(x, 0, 1).unique().tolist()
+        [0.0, 1.0]
+    """
+    if not torch.is_floating_point(x):
+        raise ValueError(f"expected float intensities in [0, 1], got dtype {x.dtype}")
+    if x.numel() and (bool(x.min() < 0) or bool(x.max() > 1) or bool(x.isnan().any())):
+        raise ValueError(
+            "dynamic_binarization needs intensities in [0, 1] (divide pixels by 255), got "
+            f"values in [{float(x.min())}, {float(x.max())}]"
+        )
+    return torch.bernoulli(x, generator=_seeded_generator("dynamic", seed, epoch, device=x.device))
+
+
+def labelled_split(labels: Tensor, per_class: int, *, seed: int = 0) -> Tensor:
+    """The indices of ``per_class`` rows of each class in ``labels``, drawn by ``seed`` and
+    sorted: the labelled part of a semi-supervised run (10 per class of MNIST: 100 rows).
+
+    Arguments:
+        labels: ``[N]`` integer classes.
+        per_class: rows to keep of each class (positive).
+        seed: which rows.
+
+    Raises:
+        ValueError: for labels that are not a 1-D integer tensor, a per_class below 1, or a
+            class with fewer rows than ``per_class`` (the message names it).
+
+    Example:
+        >>> labels = torch.tensor([0, 1, 0, 1, 2, 2, 0])
+        >>> index = labelled_split(labels, 2, seed=0)
+        >>> labels[index].sort().values.tolist()
+        [0, 0, 1, 1, 2, 2]
+    """
+    labels = torch.as_tensor(labels)
+    if labels.dim() != 1 or torch.is_floating_point(labels) or labels.is_complex():
+        raise ValueError(
+            f"expected [N] integer labels, got shape {tuple(labels.shape)} of {labels.dtype}"
+        )
+    if per_class < 1:
+        raise ValueError(f"per_class must be a positive integer, got {per_class}")
+    labels = labels.cpu()
+    classes, counts = labels.unique(return_counts=True)
+    short = counts < per_class
+    if bool(short.any()):
+        c, n = int(classes[short][0]), int(counts[short][0])
+        raise ValueError(
+            f"class {c} has {n} rows, fewer than per_class={per_class}; ask for at most "
+            f"{int(counts.min())} per class"
+        )
+    generator = _seeded_generator("labelled_split", seed)
+    chosen = []
+    for c in classes:
+        rows = torch.nonzero(labels == c).squeeze(1)
+        chosen.append(rows[torch.randperm(len(rows), generator=generator)[:per_class]])
+    return torch.cat(chosen).sort().values
 
 
 def load_digits(

@@ -31,6 +31,7 @@ SMALL = {
     "nade": (lambda cls: cls(DIM, 8), True),
     "made": (lambda cls: cls(DIM, [12], 2, ordering="agnostic"), True),
     "rnade": (lambda cls: cls(DIM, hidden_dim=8, components=2), False),
+    "pixelcnn": (lambda cls: cls(2, 3, channels=4, layers=2, kernel_size=3), True),
     "vae": (lambda cls: cls(DIM, 2, [8]), True),
     "gmvae": (lambda cls: cls(DIM, 2, [8], components=3), True),
     "hvae": (lambda cls: cls(DIM, (3, 2), ([8], [4])), True),

@@ -40,13 +40,15 @@ def test_the_config_is_the_constructor(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_the_default_flags_build_the_default_model(name: str) -> None:
     cls = MODELS[name]
-    data = {f: 6 for f in ("dim", "x_dim") if f in cls.Config.__dataclass_fields__}
+    # a square number of variables: PixelCNN's image is square unless told its size
+    data = {f: 9 for f in ("dim", "x_dim") if f in cls.Config.__dataclass_fields__}
     if "levels" in cls.Config.__dataclass_fields__:
         data.update(levels=None, logit_alpha=None)
     config = from_flags(cls.Config, _parse(cls, []), name, **data)
     assert config == cls.Config(**data)
     model = cls.from_config(config)
-    assert model.config == plain(config) or name in ("vae", "gmvae")  # flow widths filled in
+    # a VAE's flow widths and PixelCNN's image sizes are filled in from the data
+    assert model.config == plain(config) or name in ("vae", "gmvae", "pixelcnn")
     assert type(model).from_config(model.config).config == model.config
 
 

@@ -354,10 +354,10 @@ def test_command_line_on_binarized_mnist_files(tmp_path: Path, capsys) -> None:
 
 
 def test_command_line_bad_input(tmp_path: Path, capsys) -> None:
-    assert main(["fit", "pixelcnn", "--epochs", "1", "--out", str(tmp_path / "a")]) == 2
+    assert main(["fit", "pixelsnail", "--epochs", "1", "--out", str(tmp_path / "a")]) == 2
     assert (
-        "unknown model 'pixelcnn'; choose one of fvsbn, gmvae, hvae, iaf, made, maf, nade, "
-        "nice, realnvp, rnade, vae" in capsys.readouterr().err
+        "unknown model 'pixelsnail'; choose one of fvsbn, gmvae, hvae, iaf, made, maf, nade, "
+        "nice, pixelcnn, realnvp, rnade, vae" in capsys.readouterr().err
     )
     assert main(["fit", "rnade", "--num-masks", "2", "--out", str(tmp_path / "b")]) == 2
     assert "--num-masks is not a setting of rnade (a setting of made)" in capsys.readouterr().err
