@@ -13,20 +13,14 @@ from torch.nn import functional as F
 from ppdgm._checks import check_int
 from ppdgm.autoregressive import Autoregressive, Chain
 from ppdgm.base import register_model
-from ppdgm.settings import from_data, setting
+from ppdgm.settings import from_data, setting, sizes
 
 __all__ = ["MaskedConv2d", "PixelCNN", "image_shape"]
 
 
 def _size(text: str) -> int:
-    """A command line's positive integer."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"takes one positive integer, got {text!r}")
-    return value
+    """A command line's positive integer (a size that may also be left to the data)."""
+    return sizes(text, count=1)[0]
 
 
 def image_shape(dim: int | None, height: int | None, width: int | None) -> tuple[int, int]:

@@ -93,13 +93,23 @@ def read_amat(path: str | os.PathLike[str], dim: int | None = None) -> Tensor:
         [[0.0, 1.0], [1.0, 1.0], [0.0, 0.0]]
     """
     path = Path(path)
+    data = _read_bytes(path)
+    return _parse_amat(data, str(path), dim)
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The bytes of the file ``path``.
+
+    Raises:
+        FileNotFoundError: if there is no such file.
+        ValueError: if it cannot be read (the message names it and the cause).
+    """
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as e:
         raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
-    return _parse_amat(data, str(path), dim)
 
 
 def _parse_amat(data: bytes, name: str, dim: int | None) -> Tensor:
@@ -263,12 +273,7 @@ def read_idx(path: str | os.PathLike[str]) -> Tensor:
                 [3, 4, 5]], dtype=torch.uint8)
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+    data = _read_bytes(path)
     if data[:2] == _GZIP_MAGIC:
         try:
             data = gzip.decompress(data)
