@@ -30,7 +30,7 @@ from pyro.nn import PyroModule
 from torch import Tensor
 
 from ppdgm._checks import check_int
-from ppdgm.base import Model, check_data
+from ppdgm.base import Model, check_data, seeded
 
 __all__ = ["Autoregressive", "Chain", "joint_table_size", "walk"]
 
@@ -108,6 +108,83 @@ class Autoregressive(PyroModule, Model):
         values = walk(self._conditionals((n,), **chain), lambda t, d: d.sample())
         x[:, order] = torch.stack(values, -1)
         return x
+
+    def inpaint(
+        self,
+        x: Tensor,
+        observed: Tensor | None = None,
+        *,
+        particles: int = 256,
+        seed: int | None = None,
+    ) -> Tensor:
+        r"""Fills in the unobserved variables of each row with a draw from the model's
+        conditional distribution given the observed ones; observed values never change.
+
+        **Exact** when, in a row, every observed variable comes before every unobserved one in
+        the model's order (the top rows of an image in raster order): the chain is run with the
+        observed values clamped, an exact draw from :math:`p(x_u \mid x_o)`.
+
+        **Approximate** otherwise (sampling importance resampling): ``particles`` completions
+        are drawn as above, each weighted by the model's probability of the observed values
+        that come after unobserved ones, :math:`w = \prod_{t \in o} p(x_{o_t} \mid
+        x_{<t})`, and one is drawn in proportion to the weights. Consistent as ``particles``
+        grows (its bias is of order ``1 / particles``); a row whose weights are exact (no
+        observed variable after an unobserved one) is drawn exactly.
+
+        Arguments:
+            x: ``[N, dim]`` rows; unobserved cells may hold anything, NaN included.
+            observed: ``[N, dim]`` or ``[dim]`` booleans, True where the value is given; None:
+                the cells of ``x`` that are not NaN.
+            particles: completions weighed per row on the approximate road.
+            seed: a private seed for the draws (None: torch's random stream as it is).
+
+        Returns:
+            ``[N, dim]``: ``x`` with its unobserved cells filled in.
+
+        Example:
+            >>> from ppdgm.models import FVSBN
+            >>> model = FVSBN(4)
+            >>> x = torch.tensor([[1.0, 0.0, float("nan"), float("nan")]])
+            >>> filled = model.inpaint(x, seed=0)
+            >>> filled[:, :2].tolist(), bool(((filled == 0) | (filled == 1)).all())
+            ([[1.0, 0.0]], True)
+        """
+        check_int("particles", particles)
+        x = torch.as_tensor(x)
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must be [N, {self.dim}] rows, got shape {tuple(x.shape)}")
+        if observed is None:
+            observed = ~torch.isnan(x)
+        observed = torch.as_tensor(observed, dtype=torch.bool, device=x.device).expand_as(x)
+        x = self.check(torch.where(observed, x, torch.zeros((), dtype=x.dtype)))
+        observed = observed.to(x.device)
+        order = self.order.tolist()
+        in_order = observed[:, order]
+        # a row is exact when no observed step follows an unobserved one
+        seen_gap = torch.cumsum((~in_order).int(), 1) > 0
+        exact = not bool((in_order & seen_gap).any())
+        k = 1 if exact else particles
+        n = x.shape[0]
+        rows = x.repeat_interleave(k, 0)
+        given = observed.repeat_interleave(k, 0)
+        log_w = torch.zeros(n * k, dtype=torch.float64, device=x.device)
+
+        def draw(t: int, d: Distribution) -> Tensor:
+            nonlocal log_w
+            v = order[t]
+            value = torch.where(given[:, v], rows[:, v], d.sample())
+            if not exact:
+                log_w = log_w + torch.where(given[:, v], d.log_prob(value), 0.0).double()
+            return value
+
+        with torch.no_grad(), seeded(seed):
+            values = walk(self._conditionals((n * k,)), draw)
+            filled = torch.zeros_like(rows)
+            filled[:, order] = torch.stack(values, -1).to(rows.dtype)
+            if not exact:
+                pick = torch.multinomial(torch.softmax(log_w.view(n, k), 1), 1).squeeze(1)
+                filled = filled.view(n, k, self.dim)[torch.arange(n), pick]
+        return torch.where(observed, x, filled)
 
     def model(self, x: Tensor) -> None:
         """The model as a Pyro program: ``pyro.plate("data")`` over the rows of ``x`` and, in

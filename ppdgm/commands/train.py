@@ -1,11 +1,12 @@
-"""``ppdgm fit``, ``ppdgm sample`` and ``ppdgm evaluate``: any model from the command line.
+"""``ppdgm fit``, ``ppdgm sample``, ``ppdgm evaluate`` and ``ppdgm score``: any model from the
+command line.
 
 ``MODEL`` is a zoo name (``fvsbn``, ``nade``, ``made`` by maximum likelihood; ``vae``,
 ``gmvae``, ``hvae`` by SVI; ``nice``, ``realnvp``, ``maf``, ``iaf`` by maximum likelihood on
 dequantized data) or ``FILE.py:NAME``, a class or factory of the user's own that returns a
 module with ``log_prob`` or with Pyro programs ``model`` and ``guide`` (:mod:`ppdgm.base`),
-built with ``--kwargs``. Checkpoints record how to build the model again, so ``evaluate`` and
-``sample`` take a checkpoint or a run folder and nothing else.
+built with ``--kwargs``. Checkpoints record how to build the model again, so ``evaluate``,
+``score`` and ``sample`` take a checkpoint or a run folder and nothing else.
 
 A zoo model's own flags come from its ``Config`` (:mod:`ppdgm.settings`): ``ppdgm`` parses the
 flags every model shares, and ``fit`` parses the rest with the named model's flags
@@ -34,7 +35,9 @@ from ppdgm.commands._common import (
     device,
     finite_float,
     non_negative_int,
+    notes_stream,
     positive_int,
+    write_text,
 )
 from ppdgm.settings import add_flags, flags, from_flags, sizes
 
@@ -45,7 +48,8 @@ PRECISIONS = ("32", "bf16-mixed")
 
 
 def register(subparsers: Any) -> None:
-    """Adds ``ppdgm fit``, ``ppdgm sample`` and ``ppdgm evaluate`` to the ``ppdgm`` parser."""
+    """Adds ``ppdgm fit``, ``ppdgm sample``, ``ppdgm evaluate`` and ``ppdgm score`` to the
+    ``ppdgm`` parser."""
     fit = subparsers.add_parser(
         "fit",
         help="train a model of the zoo or your own (FILE.py:NAME)",
@@ -168,6 +172,40 @@ def register(subparsers: Any) -> None:
         "--device", type=device, default="cpu", help="score there: cpu, cuda, cuda:1 (cpu)"
     )
     evaluate.set_defaults(run=run_evaluate)
+
+    score = subparsers.add_parser(
+        "score",
+        help="anomaly scores: -log p(x) of each data row under a checkpoint, as CSV",
+        description="Rebuild the model saved in CHECKPOINT (a file, or a run folder: its "
+        "best.pt) and write one row per data row: row, score (-log p(x) in nats: higher is "
+        "more anomalous), stderr (of the score; 0 for exact) and estimate (what the number "
+        "is: exact for a density model, 'bound (dequantization)' for a dequantized flow, and "
+        "for a latent-variable model 'IWAE K=k upper bound on -log p', by importance sampling "
+        "with --samples draws per row, in passes of --batch-size rows seeded by --seed and "
+        "the pass, so that a row's number does not depend on the other passes).",
+    )
+    score.add_argument("checkpoint", metavar="CHECKPOINT")
+    score.add_argument(
+        "--data",
+        required=True,
+        help="the rows: a data file (.pt .npy .npz .csv .amat) or a dataset (binarized-mnist, "
+        "digits, digits-gray; its --split)",
+    )
+    score.add_argument("--split", default="test", help="of a dataset: train, valid or test (test)")
+    score.add_argument("--data-dir", help="the .amat folder of binarized-mnist")
+    score.add_argument("-o", "--output", help="the CSV file (default: standard output)")
+    score.add_argument(
+        "--samples",
+        type=positive_int,
+        default=1000,
+        help="latent-variable models: importance samples K per row (1000)",
+    )
+    score.add_argument("--seed", type=int, default=0, help="seed of the estimates (0)")
+    score.add_argument("--batch-size", type=positive_int, default=100, help="rows per pass (100)")
+    score.add_argument(
+        "--device", type=device, default="cpu", help="score there: cpu, cuda, cuda:1 (cpu)"
+    )
+    score.set_defaults(run=run_score)
 
 
 def _is_source(model: str) -> bool:
@@ -604,3 +642,124 @@ def _numbers(nll: float, stderr: float, dim: int) -> dict[str, float | None]:
     # one draw has no spread to measure: JSON has no NaN, so None
     spread = stderr if math.isfinite(stderr) else None
     return {"nll": nll, "stderr": spread, "bits_per_dim": nll / (dim * math.log(2))}
+
+
+def run_score(args: argparse.Namespace) -> int:
+    """Writes each data row's anomaly score, ``-log p(x)``, as CSV (a file, or standard output)
+    and prints a summary; under ``torchrun``, the passes are shared out (rank 0 writes)."""
+    return _as_one_of_the_processes(args, _run_score)
+
+
+#: the ``estimate`` column of ``ppdgm score`` for a latent-variable model, by ``K``
+IWAE_SCORE = "IWAE K={} upper bound on -log p"
+
+
+def _score_rows(args: argparse.Namespace, checkpoint: dict[str, Any]) -> tuple[Any, str]:
+    """The rows ``--data`` names (a file, or a dataset's ``--split``) and their description."""
+    from ppdgm.data import DATASETS, FILE_SUFFIXES, load_file
+
+    name = args.data
+    looks_like_file = Path(name).suffix.lower() in FILE_SUFFIXES or Path(name).exists()
+    if name in DATASETS or not looks_like_file:  # an unknown name: load's error lists them
+        trained = checkpoint.get("data")
+        trained = trained.get("name") if isinstance(trained, dict) else None
+        if name == "digits" and trained == "digits-gray":  # a flow's digits are gray levels
+            name = "digits-gray"
+        data_dir = args.data_dir
+        if data_dir is None and isinstance(checkpoint.get("data"), dict):
+            data_dir = checkpoint["data"].get("data_dir")
+        return _dataset(name, args.split, data_dir), f"{name} {args.split}"
+    return load_file(name), name
+
+
+def _run_score(args: argparse.Namespace, writer: bool) -> int:
+    import warnings
+
+    import torch
+
+    from ppdgm.base import DENSITY, log_prob_is_exact, model_kind
+    from ppdgm.batch import as_arguments, check_rows, map_tensors, num_rows, select_rows
+    from ppdgm.distributed import deal_out
+    from ppdgm.infer.estimate import Estimate, LogLikelihood, UnreliableWeightsWarning
+    from ppdgm.training.checkpoint import load_model, read_checkpoint
+
+    output = args.output
+    if output is not None:
+        check_folder(Path(output).parent, f"cannot write {output}:")
+    path = Path(args.checkpoint)
+    path = path / "best.pt" if path.is_dir() else path
+    checkpoint = read_checkpoint(path)  # a missing or foreign file fails before the data
+    x, name = _score_rows(args, checkpoint)
+    x = check_rows(x, "--data")
+    if num_rows(x) == 0:
+        raise ValueError(f"{args.data} has no rows to score")
+    torch.manual_seed(args.seed)
+    model, _ = load_model(path, example=select_rows(x, slice(0, 2)))
+    model = model.to(args.device)
+    x = map_tensors(x, lambda t: t.to(args.device))
+    check = getattr(model, "check", None)
+    if check is not None and isinstance(x, torch.Tensor):
+        try:
+            x = check(x)
+        except ValueError as e:
+            raise ValueError(f"{args.data} does not fit the model of {path}: {e}") from None
+    n = num_rows(x)
+    notes: list[str] = []
+    if model_kind(model) == DENSITY:
+        exact = log_prob_is_exact(model)
+        what = "exact" if exact else "bound (dequantization)"
+
+        def density(start: int, stop: int) -> Estimate:
+            args_, kwargs = as_arguments(select_rows(x, slice(start, stop)))
+            with torch.no_grad():
+                log_p = model.log_prob(*args_, **kwargs).detach().double().cpu()
+            if tuple(log_p.shape) != (stop - start,):
+                raise ValueError(
+                    f"{type(model).__name__}.log_prob returned shape {tuple(log_p.shape)} for "
+                    f"{stop - start} rows; it must return one log-density per row"
+                )
+            return Estimate(log_p, torch.zeros_like(log_p), None, "exact", None)
+
+        estimate = Estimate.concat(deal_out(n, args.batch_size, density, seed=args.seed))
+    else:
+        what = IWAE_SCORE.format(args.samples)
+        estimator = LogLikelihood(
+            model.model, model.guide, method="importance", num_samples=args.samples
+        )
+
+        def importance(start: int, stop: int) -> Estimate:
+            args_, kwargs = as_arguments(select_rows(x, slice(start, stop)))
+            return estimator(*args_, **kwargs)
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UnreliableWeightsWarning)
+            # stream 1: the passes draw as ppdgm evaluate's (bounds') IWAE K=k does
+            parts = deal_out(n, args.batch_size, importance, seed=args.seed, stream=1)
+        estimate = Estimate.concat(parts)
+        if any(issubclass(w.category, UnreliableWeightsWarning) for w in caught):
+            notes.append(
+                "note: unreliable importance weights for some rows (heavy-tailed, or one sample "
+                "carrying almost all the weight): their scores are unreliable"
+            )
+    scores = (-estimate.log_prob).tolist()
+    errors = estimate.stderr.tolist()
+    lines = ["row,score,stderr,estimate"]
+    for i, (s, e) in enumerate(zip(scores, errors, strict=True)):
+        lines.append(f"{i},{s!r},{e!r},{what}")
+    if not writer:
+        return 0
+    write_text("\n".join(lines) + "\n", output)
+    finite = [s for s in scores if math.isfinite(s)]
+    mean = sum(scores) / len(scores)
+    say = notes_stream(output)
+    print(
+        f"{type(model).__name__} on {name}: {n:,} rows, mean score {mean:.4f} nats "
+        f"(-log p(x): {what})"
+        + ("" if len(finite) == n else f"; {n - len(finite)} rows of probability 0 (inf)"),
+        file=say,
+    )
+    for note in notes:
+        print(note, file=say)
+    if output is not None:
+        print(f"wrote: {output}", file=say)
+    return 0
