@@ -37,7 +37,7 @@ from torch.distributions import kl_divergence
 
 from ppdgm import transforms
 from ppdgm._checks import check_int
-from ppdgm.base import Model, check_data, register_model, seeded
+from ppdgm.base import Model, check_data, observed_cells, register_model, seeded
 from ppdgm.nn import ACTIVATIONS, GaussianEncoder, mlp
 from ppdgm.settings import from_data, python_only, setting, size_lists, sizes
 
@@ -444,14 +444,7 @@ class VAE(_LatentVariableModel):
             latent variable models. NeurIPS.
         """
         check_int("steps", steps)
-        x = torch.as_tensor(x)
-        if x.dim() != 2 or x.shape[1] != self.x_dim:
-            raise ValueError(f"x must be [N, {self.x_dim}] rows, got shape {tuple(x.shape)}")
-        if observed is None:
-            observed = ~torch.isnan(x)
-        observed = torch.as_tensor(observed, dtype=torch.bool, device=x.device).expand_as(x)
-        x = self.check(torch.where(observed, x, torch.zeros((), dtype=x.dtype)))
-        observed = observed.to(x.device)
+        x, observed = observed_cells(x, observed, self.x_dim, self.check)
         prior = self.prior()
 
         def log_target(z: Tensor) -> Tensor:  # log p(z) + log p(x_o | z)

@@ -30,7 +30,7 @@ from pyro.nn import PyroModule
 from torch import Tensor
 
 from ppdgm._checks import check_int
-from ppdgm.base import Model, check_data, seeded
+from ppdgm.base import Model, check_data, observed_cells, seeded
 
 __all__ = ["Autoregressive", "Chain", "joint_table_size", "walk"]
 
@@ -150,14 +150,7 @@ class Autoregressive(PyroModule, Model):
             ([[1.0, 0.0]], True)
         """
         check_int("particles", particles)
-        x = torch.as_tensor(x)
-        if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must be [N, {self.dim}] rows, got shape {tuple(x.shape)}")
-        if observed is None:
-            observed = ~torch.isnan(x)
-        observed = torch.as_tensor(observed, dtype=torch.bool, device=x.device).expand_as(x)
-        x = self.check(torch.where(observed, x, torch.zeros((), dtype=x.dtype)))
-        observed = observed.to(x.device)
+        x, observed = observed_cells(x, observed, self.dim, self.check)
         order = self.order.tolist()
         in_order = observed[:, order]
         # a row is exact when no observed step follows an unobserved one

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
@@ -47,6 +47,7 @@ __all__ = [
     "check_data",
     "log_prob_is_exact",
     "model_kind",
+    "observed_cells",
     "register_model",
     "registered_models",
     "registered_name",
@@ -140,6 +141,33 @@ def log_prob_is_exact(module: Any) -> bool:
 def can_sample(module: Any) -> bool:
     """Whether ``module`` draws samples (has ``sample(n)``)."""
     return _has(module, "sample")
+
+
+def observed_cells(
+    x: Any, observed: Any, dim: int, check: Callable[[Tensor], Tensor]
+) -> tuple[Tensor, Tensor]:
+    """The rows to fill in and where their values are given, for ``inpaint``.
+
+    Arguments:
+        x: ``[N, dim]`` rows; unobserved cells may hold anything, NaN included.
+        observed: ``[N, dim]`` or ``[dim]`` booleans, or None: the cells of ``x`` not NaN.
+        dim: the number of variables.
+        check: the model's data check, applied with the unobserved cells set to 0.
+
+    Returns:
+        ``(x, observed)``: the checked rows (0 where unobserved) and ``[N, dim]`` booleans.
+
+    Raises:
+        ValueError: for rows of another shape, or observed values the model cannot take.
+    """
+    x = torch.as_tensor(x)
+    if x.dim() != 2 or x.shape[1] != dim:
+        raise ValueError(f"x must be [N, {dim}] rows, got shape {tuple(x.shape)}")
+    if observed is None:
+        observed = ~torch.isnan(x)
+    observed = torch.as_tensor(observed, dtype=torch.bool, device=x.device).expand_as(x)
+    checked = check(torch.where(observed, x, torch.zeros((), dtype=x.dtype)))
+    return checked, observed.to(checked.device)
 
 
 def check_data(x: Any, dim: int, *, binary: bool, name: str, dtype: torch.dtype) -> Tensor:
