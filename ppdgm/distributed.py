@@ -313,7 +313,8 @@ def launched_by_torchrun() -> bool:
 def joined_from_environment(cuda: bool = False) -> Iterator[Group]:
     """Joins the process group ``torchrun`` describes (``RANK``, ``WORLD_SIZE``, ...) for the
     duration, gloo on the CPU or NCCL with ``cuda`` (each process on the GPU of its
-    ``LOCAL_RANK``); outside ``torchrun``, or in a group already, does nothing."""
+    ``LOCAL_RANK``), and leaves it when every process is done; outside ``torchrun``, or in a
+    group already, does nothing."""
     if not launched_by_torchrun() or (dist.is_available() and dist.is_initialized()):
         yield current_group()
         return
@@ -323,5 +324,10 @@ def joined_from_environment(cuda: bool = False) -> Iterator[Group]:
     dist.init_process_group(backend, timeout=TIMEOUT)
     try:
         yield current_group()
+        # every process leaves the group together: one that tears its connections down while
+        # another still works (rank 0 writing pictures after training) can end in gloo's
+        # ``terminate called without an active exception`` at exit
+        with _collective("finishing the run"):
+            dist.barrier()
     finally:
         dist.destroy_process_group()
