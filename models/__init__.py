@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from ppdgm.base import registered_models
 from ppdgm.models.flows import IAF, MAF, NICE, RealNVP
 from ppdgm.models.fvsbn import FVSBN
+from ppdgm.models.labelled import CVAE, SSVAE
 from ppdgm.models.made import MADE
 from ppdgm.models.nade import NADE
 from ppdgm.models.pixelcnn import PixelCNN
@@ -14,6 +15,7 @@ from ppdgm.models.rnade import RNADE
 from ppdgm.models.vae import GMVAE, VAE, HierarchicalVAE
 
 __all__ = [
+    "CVAE",
     "FVSBN",
     "GMVAE",
     "IAF",
@@ -23,6 +25,7 @@ __all__ = [
     "NADE",
     "NICE",
     "RNADE",
+    "SSVAE",
     "VAE",
     "HierarchicalVAE",
     "PixelCNN",

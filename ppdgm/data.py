@@ -52,6 +52,7 @@ __all__ = [
     "load_mnist",
     "read_amat",
     "read_idx",
+    "semi_supervised",
     "write_amat",
 ]
 
@@ -496,6 +497,56 @@ def labelled_split(labels: Tensor, per_class: int, *, seed: int = 0) -> Tensor:
         rows = torch.nonzero(labels == c).squeeze(1)
         chosen.append(rows[torch.randperm(len(rows), generator=generator)[:per_class]])
     return torch.cat(chosen).sort().values
+
+
+def semi_supervised(
+    x: Tensor, labels: Tensor, labelled: Tensor, *, repeat: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """Training rows for a semi-supervised model (:class:`ppdgm.models.SSVAE`): every row of
+    ``x`` without its label (``-1``), then the labelled rows with theirs, repeated.
+
+    Repeating the few labelled rows makes a shuffled minibatch hold about as many labelled as
+    unlabelled rows, as the CS236 homework's steps do (100 unlabelled and the 100 labelled
+    rows in each): ``fit`` then needs no sampler of its own.
+
+    Arguments:
+        x: ``[N, ...]`` rows.
+        labels: ``[N]`` integer classes of the rows.
+        labelled: indices of the rows whose label is kept (e.g. :func:`labelled_split`).
+        repeat: copies of the labelled rows; None: as many as make them at least ``N``.
+
+    Returns:
+        ``(rows, labels)``: ``[N + repeat * L, ...]`` and ``[N + repeat * L]`` int64, ``-1``
+        for the first ``N``.
+
+    Raises:
+        ValueError: for labels of another length than ``x``, non-integer labels, an empty or
+            out-of-range ``labelled``, or a ``repeat`` below 1.
+
+    Example:
+        >>> x, y = torch.eye(4), torch.tensor([0, 1, 1, 0])
+        >>> rows, labels = semi_supervised(x, y, torch.tensor([0, 1]))
+        >>> rows.shape, labels.tolist()
+        (torch.Size([8, 4]), [-1, -1, -1, -1, 0, 1, 0, 1])
+    """
+    labels = torch.as_tensor(labels)
+    labelled = torch.as_tensor(labelled)
+    if labels.shape != (len(x),) or torch.is_floating_point(labels):
+        raise ValueError(
+            f"expected [{len(x)}] integer labels, one per row of x, got shape "
+            f"{tuple(labels.shape)} of {labels.dtype}"
+        )
+    if labelled.dim() != 1 or not len(labelled) or torch.is_floating_point(labelled):
+        raise ValueError("labelled must be a non-empty 1-D tensor of row indices")
+    if bool((labelled < 0).any()) or bool((labelled >= len(x)).any()):
+        raise ValueError(f"labelled holds indices outside 0..{len(x) - 1}")
+    if repeat is None:
+        repeat = max(1, -(-len(x) // len(labelled)))
+    if repeat < 1:
+        raise ValueError(f"repeat must be a positive integer, got {repeat}")
+    rows = torch.cat([x, x[labelled].repeat(repeat, *[1] * (x.dim() - 1))])
+    unknown = torch.full((len(x),), -1, dtype=torch.int64, device=labels.device)
+    return rows, torch.cat([unknown, labels[labelled].long().repeat(repeat)])
 
 
 def load_digits(

@@ -35,11 +35,15 @@ SMALL = {
     "vae": (lambda cls: cls(DIM, 2, [8]), True),
     "gmvae": (lambda cls: cls(DIM, 2, [8], components=3), True),
     "hvae": (lambda cls: cls(DIM, (3, 2), ([8], [4])), True),
+    "ssvae": (lambda cls: cls(DIM, 3, 2, [8]), True),
+    "cvae": (lambda cls: cls(DIM, 3, 2, [8]), True),
     "nice": (lambda cls: cls(DIM, [8], 2), False),
     "realnvp": (lambda cls: cls(DIM, [8], 2), False),
     "maf": (lambda cls: cls(DIM, [8], 2), False),
     "iaf": (lambda cls: cls(DIM, [8], 2), False),
 }
+#: what a model takes beside the rows: a CVAE models rows given their labels
+LABELS = {"cvae": (torch.tensor([0, 1, 2, 0, 1]),)}
 
 
 def test_every_registered_model_is_covered() -> None:
@@ -61,7 +65,7 @@ def test_the_contract(name: str, tmp_path: Path) -> None:
         else:
             assert kind == PROGRAM
             log_p = LogLikelihood(model.model, model.guide, method="elbo", num_samples=3)(
-                x
+                x, *LABELS.get(name, ())
             ).log_prob
     assert log_p.shape == (5,) and bool(torch.isfinite(log_p).all())
     draws = model.sample(4, seed=1)

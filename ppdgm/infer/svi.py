@@ -23,6 +23,12 @@ guide site without ``rsample`` (discrete; the ELBO then needs score-function ter
 forms itself), or a latent site the guide does not sample. ``program=True`` takes Pyro's
 classes on purpose (a reference to compare with).
 
+**Enumerated sites.** A guide site marked ``infer={"enumerate": "parallel"}`` (a discrete
+latent such as the unknown label of a semi-supervised VAE) is summed out exactly: ``"elbo"``
+then trains with Pyro's ``TraceEnum_ELBO``, whose loss is the ELBO with that site's expectation
+taken over all its values, weighted by the guide's probabilities (``"iwae"`` draws the site
+like any other; ``"meanfield"`` is refused, as ``TraceEnum_ELBO`` has no analytic KL).
+
 KL annealing (Bowman et al. 2016; Sønderby et al. 2016): ``beta`` rises linearly from
 ``1 / anneal_steps`` to 1 over the first ``anneal_steps`` steps; it scales every latent site of
 both programs.
@@ -37,7 +43,7 @@ from functools import cached_property
 from typing import Any
 
 import torch
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 from torch import Tensor, nn
 
@@ -167,20 +173,27 @@ class SVIObjective:
         """The loss object of ``model`` (one per model: it keeps what probing found)."""
         chosen = self._elbos.get(model)
         if chosen is None:
-            reason = "program=True" if self.program else _off_road(model, args, kwargs, self.loss)
-            if reason is None:
-                chosen = self._fast()
+            enumerated = self.loss != "iwae" and _enumerated(model, args, kwargs)
+            if enumerated:
+                chosen = self._enumerating(*enumerated)
             else:
-                chosen = self._pyro()
-                if not self.program:
-                    warnings.warn(
-                        SlowRoadWarning(
-                            f"{type(model).__name__}: {reason}; training with Pyro's "
-                            f"{type(chosen).__name__} instead of the fast road"
-                        ),
-                        stacklevel=3,
-                    )
+                chosen = self._road(model, args, kwargs)
             self._elbos[model] = chosen
+        return chosen
+
+    def _road(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        reason = "program=True" if self.program else _off_road(model, args, kwargs, self.loss)
+        if reason is None:
+            return self._fast()
+        chosen = self._pyro()
+        if not self.program:
+            warnings.warn(
+                SlowRoadWarning(
+                    f"{type(model).__name__}: {reason}; training with Pyro's "
+                    f"{type(chosen).__name__} instead of the fast road"
+                ),
+                stacklevel=4,
+            )
         return chosen
 
     @cached_property
@@ -207,6 +220,20 @@ class SVIObjective:
             return IWAE(k, doubly_reparameterized=self.doubly_reparameterized)
         return WeightedELBO(k, analytic_kl=self.loss == "meanfield")
 
+    def _enumerating(self, sites: list[str], plates: int) -> Any:
+        if self.loss == "meanfield":
+            raise ValueError(
+                f"the guide enumerates {', '.join(map(repr, sites))}: Pyro's TraceEnum_ELBO sums "
+                "them out exactly but has no analytic KL; train with loss 'elbo'"
+            )
+        k = self.num_particles
+        return TraceEnum_ELBO(  # a batch may leave the site out (a program's own choice)
+            max_plate_nesting=plates,
+            num_particles=k,
+            vectorize_particles=k > 1,
+            strict_enumeration_warning=False,
+        )
+
     def _pyro(self) -> Any:
         k = self.num_particles
         if self.loss == "iwae":
@@ -218,6 +245,29 @@ class SVIObjective:
 class SlowRoadWarning(UserWarning):
     """A program trained by Pyro's own ELBO classes, not by the fast road (see the module
     description); the message says why."""
+
+
+def _enumerated(
+    model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[list[str], int] | None:
+    """The guide's sites marked ``infer={"enumerate": "parallel"}`` and the programs' plate
+    depth, or None when the guide enumerates nothing."""
+    with own_stream(), torch.no_grad():
+        model_trace, guide_trace = trace_once(model.model, model.guide, args, kwargs)
+    assert guide_trace is not None
+    sites = [
+        name
+        for name, site in sample_sites(guide_trace)
+        if site["infer"].get("enumerate") == "parallel"
+    ]
+    if not sites:
+        return None
+    depth = max(
+        len(site["cond_indep_stack"])
+        for trace in (model_trace, guide_trace)
+        for _, site in sample_sites(trace)
+    )
+    return sites, depth
 
 
 def _off_road(
