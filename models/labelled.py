@@ -58,7 +58,7 @@ from pyro import poutine
 from torch import Tensor
 
 from ppdgm._checks import check_int
-from ppdgm.base import register_model, seeded
+from ppdgm.base import register_model, seeded, values_are_checked
 from ppdgm.models.vae import _activation, _LatentVariableModel, _likelihood, _normal, _widths
 from ppdgm.nn import ACTIVATIONS, GaussianEncoder, mlp
 from ppdgm.settings import from_data, setting
@@ -146,6 +146,9 @@ class _LabelledVAE(_LatentVariableModel):
             y = y[:, 0]
         if tuple(y.shape) != (n,):
             raise ValueError(f"{name}: y must hold one label per row, [{n}], got {list(y.shape)}")
+        if values_are_checked() and not y.is_floating_point():  # fit checked them all once
+            y = y.to(self.prior_loc.device)
+            return y.clamp(min=0), y != UNKNOWN
         if y.is_floating_point():
             if not bool(torch.isfinite(y).all()) or bool((y != y.round()).any()):
                 raise ValueError(f"{name}: labels must be whole numbers (class indices)")
@@ -163,6 +166,25 @@ class _LabelledVAE(_LatentVariableModel):
         y = y.to(self.prior_loc.device)
         known = y != UNKNOWN
         return y.clamp(min=0), known
+
+    def check_batch(self, rows: Any) -> tuple[Tensor, Tensor]:
+        """Rows ``(x, y)`` checked in full (``x`` by :meth:`check`, ``y`` by :meth:`labels`), as
+        :func:`ppdgm.train.fit` checks its data once before the steps; rows without labels
+        (a tensor) get ``-1`` where a label may be unknown.
+
+        Raises:
+            ValueError: as :meth:`check` and :meth:`labels`, or for rows that are not ``x`` or
+                ``(x, y)``.
+        """
+        if isinstance(rows, Tensor):
+            x, y = rows, None
+        elif isinstance(rows, tuple) and len(rows) == 2:
+            x, y = rows
+        else:
+            raise ValueError(f"{type(self).__name__} takes rows x or (x, y), one label per row")
+        x = self.check(x)
+        label, known = self.labels(y, x.shape[0], unknown=isinstance(self, SSVAE))
+        return x, torch.where(known, label, UNKNOWN)
 
     def one_hot(self, y: Tensor) -> Tensor:
         """Labels ``[...]`` as one-hot rows ``[..., y_dim]`` in the parameters' dtype."""

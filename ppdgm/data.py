@@ -37,6 +37,7 @@ __all__ = [
     "FILE_SUFFIXES",
     "MNIST_SPLITS",
     "MNIST_URL",
+    "MNIST_VALID_ROWS",
     "SPLITS",
     "BernoulliMixture",
     "batches",
@@ -63,7 +64,9 @@ BINARIZED_MNIST_URL = (
 )
 SPLITS = ("train", "valid", "test")
 #: The names :func:`load` knows, as the command line spells them.
-DATASETS = ("binarized-mnist", "digits", "digits-gray")
+DATASETS = ("binarized-mnist", "digits", "digits-gray", "digits-labelled", "mnist")
+#: Rows of the MNIST training files that :func:`load` keeps for validation (the last ones).
+MNIST_VALID_ROWS = 10_000
 
 _ALLOWED = np.zeros(256, dtype=bool)
 _ALLOWED[list(b"01 \t\r\n")] = True
@@ -606,22 +609,44 @@ def _digits_split(n: int, split: str, seed: int) -> Tensor:
     return parts[split]
 
 
-def load(name: str, split: str, data_dir: str | os.PathLike[str] | None = None) -> Tensor:
-    """A dataset of :data:`DATASETS` by name: ``binarized-mnist`` (needs ``data_dir``),
-    ``digits`` (binarized at 8) or ``digits-gray`` (the 17 gray levels ``0..16``, for flows
-    with dequantization).
+def load(name: str, split: str, data_dir: str | os.PathLike[str] | None = None) -> Batch:
+    """A dataset of :data:`DATASETS` by name:
+
+    - ``binarized-mnist``: the ``.amat`` files in ``data_dir`` (:func:`load_binarized_mnist`);
+    - ``digits``: scikit-learn's digits binarized at 8; ``digits-gray``: their 17 gray levels
+      ``0..16`` (for flows with dequantization);
+    - ``digits-labelled``: the binarized digits with their classes, ``(x, y)``;
+    - ``mnist``: labelled MNIST from the idx files in ``data_dir`` (:func:`load_mnist`),
+      binarized by one Bernoulli draw fixed by seed 0, ``(x, y)``: ``train`` is the training
+      files' first 50,000 rows, ``valid`` their last :data:`MNIST_VALID_ROWS`, ``test`` the
+      t10k files.
 
     Raises:
-        ValueError: for an unknown name or split, or binarized MNIST without ``data_dir``.
+        ValueError: for an unknown name or split, or a dataset of files without ``data_dir``.
     """
+    if name in ("binarized-mnist", "mnist") and data_dir is None:
+        raise ValueError(f"{name} needs the folder of its files (--data-dir)")
     if name == "binarized-mnist":
-        if data_dir is None:
-            raise ValueError("binarized-mnist needs the folder of its .amat files (--data-dir)")
-        return load_binarized_mnist(data_dir, split)
+        return load_binarized_mnist(data_dir, split)  # type: ignore[arg-type]
+    if name == "mnist":
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        files = "test" if split == "test" else "train"
+        x, y = load_mnist(data_dir, files, binarize="bernoulli", seed=0)  # type: ignore[arg-type]
+        if split != "test":
+            rows = (
+                slice(None, -MNIST_VALID_ROWS)
+                if split == "train"
+                else slice(-MNIST_VALID_ROWS, None)
+            )
+            x, y = x[rows], y[rows]
+        return x, y
     if name == "digits":
         return load_digits(split)
     if name == "digits-gray":
         return load_digits(split, binary=False)
+    if name == "digits-labelled":
+        return load_digits(split), load_digit_labels(split)
     raise ValueError(
         f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, or name a data file "
         f"({', '.join(FILE_SUFFIXES)})"

@@ -9,6 +9,7 @@ from ppdgm.training.loop import (
     default_objective,
     evaluate,
     fit,
+    label_accuracy,
     maximum_likelihood,
     retain_freed_memory,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "default_objective",
     "evaluate",
     "fit",
+    "label_accuracy",
     "maximum_likelihood",
     "retain_freed_memory",
 ]

@@ -3,7 +3,9 @@ labels, enumeration against sampling, estimates against quadrature, training and
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -13,8 +15,17 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
+import ppdgm.data as data_module
 from ppdgm.checkpoint import load_model
-from ppdgm.data import labelled_split, load_digit_labels, load_digits, semi_supervised
+from ppdgm.cli import main
+from ppdgm.data import (
+    labelled_split,
+    load,
+    load_digit_labels,
+    load_digits,
+    load_mnist,
+    semi_supervised,
+)
 from ppdgm.estimate import LogLikelihood
 from ppdgm.models import CVAE, SSVAE, model_class
 from ppdgm.svi import SVIObjective
@@ -217,3 +228,51 @@ def test_semi_supervised_rows_train_through_fit_and_the_checkpoint(tmp_path: Pat
     again, _ = load_model(tmp_path / "last.pt", expect=SSVAE)
     assert torch.equal(again.classify(valid[0]), m.classify(valid[0]))
     assert model_class("ssvae") is SSVAE and model_class("cvae") is CVAE
+
+
+def test_fit_and_evaluate_semi_supervised_from_the_command_line(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    args = ["fit", "ssvae", "--data", "digits-labelled", "--labels-per-class", "3"]
+    args += ["--epochs", "1", "--z-dim", "4", "--hidden", "32", "--train-rows", "300"]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    model, checkpoint = load_model(out / "last.pt", expect=SSVAE)
+    assert checkpoint["data"]["labels_per_class"] == 3
+    x, y = load_digits("valid"), load_digit_labels("valid")
+    by_hand = float((model.classify(x) == y).double().mean())  # the classifier, row by row
+    metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert metrics["valid_accuracy"] == pytest.approx(by_hand, abs=1e-12)
+    assert f"validation accuracy {by_hand:.4f}" in text
+    written = re.search(r"^wrote: (.*)$", text, re.M).group(1).split(", ")
+    assert str(out / "samples-by-class.png") in written
+    assert (out / "samples-by-class.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["evaluate", str(out / "last.pt"), "--json", "--rows", "50"]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert report["labelled"] == 50
+    assert report["accuracy"] == pytest.approx(
+        float((model.classify(x[:50]) == y[:50]).double().mean())
+    )
+
+
+def test_a_cvae_trains_on_labelled_digits_and_labels_are_required(tmp_path: Path, capsys) -> None:
+    args = ["fit", "cvae", "--epochs", "1", "--z-dim", "2", "--hidden", "16", "--no-progress"]
+    assert main([*args, "--data", "digits-labelled", "--out", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert main([*args, "--data", "digits", "--out", str(tmp_path / "b")]) == 2
+    assert "models x given its label: pass y" in capsys.readouterr().err
+    ssvae = ["fit", "ssvae", "--data", "digits", "--labels-per-class", "2"]
+    assert main([*ssvae, "--out", str(tmp_path / "c")]) == 2
+    assert "--labels-per-class needs rows with labels" in capsys.readouterr().err
+
+
+def test_labelled_mnist_by_name_splits_the_training_files(tmp_path: Path, monkeypatch) -> None:
+    from test_idx import fake_mnist
+
+    folder = fake_mnist(tmp_path / "m")
+    monkeypatch.setattr(data_module, "MNIST_VALID_ROWS", 5)
+    (x, y), (vx, vy) = load("mnist", "train", folder), load("mnist", "valid", folder)
+    all_x, all_y = load_mnist(folder, binarize="bernoulli", seed=0)
+    assert torch.equal(torch.cat([x, vx]), all_x) and torch.equal(torch.cat([y, vy]), all_y)
+    assert len(vx) == 5 and set(x.unique().tolist()) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="mnist needs the folder"):
+        load("mnist", "train")

@@ -356,15 +356,17 @@ def test_command_line_on_binarized_mnist_files(tmp_path: Path, capsys) -> None:
 def test_command_line_bad_input(tmp_path: Path, capsys) -> None:
     assert main(["fit", "pixelsnail", "--epochs", "1", "--out", str(tmp_path / "a")]) == 2
     assert (
-        "unknown model 'pixelsnail'; choose one of fvsbn, gmvae, hvae, iaf, made, maf, nade, "
-        "nice, pixelcnn, realnvp, rnade, vae" in capsys.readouterr().err
+        "unknown model 'pixelsnail'; choose one of cvae, fvsbn, gmvae, hvae, iaf, made, maf, "
+        "nade, nice, pixelcnn, realnvp, rnade, ssvae, vae" in capsys.readouterr().err
     )
     assert main(["fit", "rnade", "--num-masks", "2", "--out", str(tmp_path / "b")]) == 2
     assert "--num-masks is not a setting of rnade (a setting of made)" in capsys.readouterr().err
     assert main(["fit", "nade", "--hidden", "8,8", "--out", str(tmp_path / "c")]) == 2
     assert "--hidden takes one positive integer, got '8,8' (nade)" in capsys.readouterr().err
-    assert main(["fit", "nade", "--data", "mnist", "--out", str(tmp_path / "d")]) == 2
-    assert "unknown dataset 'mnist'" in capsys.readouterr().err
+    assert main(["fit", "nade", "--data", "emnist", "--out", str(tmp_path / "d")]) == 2
+    assert "unknown dataset 'emnist'" in capsys.readouterr().err
+    assert main(["fit", "nade", "--data", "mnist", "--out", str(tmp_path / "e")]) == 2
+    assert "mnist needs the folder of its files (--data-dir)" in capsys.readouterr().err
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
     for command in (
         ["sample", str(tmp_path / "foreign.pt")],

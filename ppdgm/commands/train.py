@@ -68,16 +68,20 @@ def register(subparsers: Any) -> None:
         "model",
         metavar="MODEL",
         nargs="?",
-        help="fvsbn, nade, made, rnade, vae, gmvae, hvae, nice, realnvp, maf, iaf, or FILE.py:NAME",
+        help="fvsbn, nade, made, rnade, pixelcnn, vae, gmvae, hvae, ssvae, cvae, nice, realnvp, "
+        "maf, iaf, or FILE.py:NAME",
     )
     fit.add_argument("--kwargs", help="FILE.py:NAME: its keyword arguments as a JSON object ({})")
     fit.add_argument(
         "--data",
         default="digits",
-        help="binarized-mnist, digits, digits-gray, or a data file (.pt .npy .npz .csv .amat) "
-        "(digits; flows take digits as 17 gray levels)",
+        help="binarized-mnist, mnist, digits, digits-gray, digits-labelled, or a data file "
+        "(.pt .npy .npz .csv .amat) (digits; flows take digits as 17 gray levels; mnist and "
+        "digits-labelled are (x, y) with labels)",
     )
-    fit.add_argument("--data-dir", help="the folder of the binarized MNIST .amat files")
+    fit.add_argument(
+        "--data-dir", help="the folder of the binarized MNIST .amat files or the MNIST idx files"
+    )
     fit.add_argument("--valid-data", help="with a data file: the validation rows' file")
     fit.add_argument("--out", help="the folder of the run (runs/MODEL-DATA)")
     fit.add_argument("--epochs", type=positive_int, default=10, help="epochs (10)")
@@ -104,6 +108,12 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--seed", type=int, default=0, help="seed of the weights and shuffles (0)")
     fit.add_argument("--train-rows", type=positive_int, help="use only the first N training rows")
     fit.add_argument("--valid-rows", type=positive_int, help="validate on the first N rows")
+    fit.add_argument(
+        "--labels-per-class",
+        type=positive_int,
+        help="semi-supervised: keep the labels of N training rows per class (drawn by --seed), "
+        "the other rows unlabelled (-1), the labelled ones repeated to as many (ssvae)",
+    )
     fit.add_argument(
         "--valid-samples",
         type=positive_int,
@@ -256,7 +266,25 @@ def _load_data(args: argparse.Namespace, name: str) -> tuple[Any, Any, dict[str,
     train = select_rows(train, slice(None, args.train_rows))
     if valid is not None:
         valid = select_rows(valid, slice(None, args.valid_rows))
+    if getattr(args, "labels_per_class", None):
+        train = _semi_supervised(train, args.labels_per_class, args.seed)
+        data["labels_per_class"] = args.labels_per_class
     return train, valid, data
+
+
+def _semi_supervised(train: Any, per_class: int, seed: int) -> Any:
+    """The training rows with the labels of ``per_class`` rows of each class kept."""
+    from ppdgm.batch import as_arguments
+    from ppdgm.data import labelled_split, semi_supervised
+
+    args, kwargs = as_arguments(train)
+    if len(args) != 2 or kwargs:
+        raise ValueError(
+            "--labels-per-class needs rows with labels, (x, y): a labelled dataset (mnist, "
+            "digits-labelled) or a file of two arrays"
+        )
+    x, y = args
+    return semi_supervised(x, y, labelled_split(y, per_class, seed=seed))
 
 
 def _split_of(data: dict[str, Any], split: str, data_dir: str | None) -> Any:
@@ -403,7 +431,7 @@ def _run_fit(args: argparse.Namespace, writer: bool) -> int:
     import torch
 
     from ppdgm.base import PROGRAM, model_kind
-    from ppdgm.batch import first_tensor, num_rows
+    from ppdgm.batch import first_tensor, num_rows, select_rows
     from ppdgm.infer.svi import SVIObjective
     from ppdgm.models import model_class
     from ppdgm.source import load_source
@@ -490,6 +518,8 @@ def _run_fit(args: argparse.Namespace, writer: bool) -> int:
             f"{len(result.history)} epochs ({result.seconds:.1f} s in this run)"
             + ("; stopped early" if result.stopped_early else "")
         )
+    if result.history and "valid_accuracy" in result.history[-1]:
+        print(f"validation accuracy {result.history[-1]['valid_accuracy']:.4f} (last epoch)")
     if result.best_valid_nll is not None:
         bits = result.best_valid_nll / (dim * math.log(2))
         bound = result.history[-1].get("valid_bound")
@@ -506,7 +536,8 @@ def _run_fit(args: argparse.Namespace, writer: bool) -> int:
 
     files = list(result.files)
     if writer and not source and family == "vae" and result.history and valid is not None:
-        files += save_vae_pictures(model, valid[:2000], out, seed=args.seed)
+        shown = select_rows(valid, slice(None, 2000))
+        files += save_vae_pictures(model, first_tensor(shown), out, seed=args.seed)
     print("wrote: " + ", ".join(dict.fromkeys(str(p) for p in files)))  # once each
     return 0
 
@@ -554,7 +585,7 @@ def _run_evaluate(args: argparse.Namespace, writer: bool) -> int:
     from ppdgm.data import load_file
     from ppdgm.infer.estimate import bounds, bounds_table
     from ppdgm.training.checkpoint import load_model, read_checkpoint
-    from ppdgm.training.loop import evaluate
+    from ppdgm.training.loop import evaluate, label_accuracy
 
     path = Path(args.checkpoint)
     path = path / "best.pt" if path.is_dir() else path
@@ -630,11 +661,17 @@ def _run_evaluate(args: argparse.Namespace, writer: bool) -> int:
         results=results,
         warnings=notes,
     )
+    labelled = label_accuracy(model, x, args.batch_size)  # a model that classifies: how well
+    report.update(labelled)
     if args.json:
         print(json.dumps(report))
         return 0
     print(f"{title}; upper bounds on the NLL, in nats)")
     print(bounds_table(estimates, notes))
+    if labelled:
+        print(
+            f"  accuracy {labelled['accuracy']:.4f} on the {labelled['labelled']:,} labelled rows"
+        )
     return 0
 
 

@@ -76,6 +76,7 @@ __all__ = [
     "default_objective",
     "evaluate",
     "fit",
+    "label_accuracy",
     "maximum_likelihood",
     "retain_freed_memory",
 ]
@@ -150,7 +151,9 @@ def evaluate(
 
     Returns:
         ``rows``, ``nll``, ``bits_per_dim``, ``bound``, and for estimates ``stderr`` (of
-        ``nll``) and ``num_samples``.
+        ``nll``) and ``num_samples``; for a model with ``classify(x)`` (an
+        :class:`~ppdgm.models.SSVAE`) and rows ``(x, y)`` with labels, the ``accuracy`` on the
+        ``labelled`` rows (label ``-1``: unknown, not counted).
 
     Example:
         >>> from ppdgm.models import FVSBN
@@ -177,7 +180,52 @@ def evaluate(
     out["bits_per_dim"] = out["nll"] / (dim * math.log(2))
     if "stderr" in mine:
         out["stderr"] = math.sqrt(variance) / max(n, 1)
+    if "labelled" in mine:  # every process has the key: the model classifies, the rows have labels
+        right, labelled = sum_values([out.pop("correct"), out.pop("labelled")])
+        out.update(_accuracy(right, int(labelled)))
     return out
+
+
+def _labels_of(x: Batch) -> tuple[Tensor, Tensor] | None:
+    """The rows and labels of a batch ``(x, y)`` or ``{"x": x, "y": y}``, or None."""
+    args, kwargs = as_arguments(x)
+    rows = args[0] if args else kwargs.get("x")
+    labels = args[1] if len(args) > 1 else kwargs.get("y")
+    if not isinstance(rows, Tensor) or not isinstance(labels, Tensor) or labels.dim() != 1:
+        return None
+    return rows, labels
+
+
+def _classified(model: nn.Module, x: Batch, batch_size: int) -> dict[str, Any]:
+    """For a model with ``classify`` and rows with labels (``-1``: unknown): how many of the
+    labelled rows it classifies right (``correct``, ``labelled``); else nothing."""
+    pair = _labels_of(x)
+    if not callable(getattr(model, "classify", None)) or pair is None:
+        return {}
+    rows, labels = pair
+    known = labels >= 0
+    right = 0
+    for chunk, y in zip(
+        split_rows(rows[known], batch_size), split_rows(labels[known], batch_size), strict=True
+    ):
+        right += int((model.classify(chunk).to(y.device) == y).sum())
+    return {"correct": right, "labelled": int(known.sum())}
+
+
+@torch.no_grad()
+def label_accuracy(model: nn.Module, x: Batch, batch_size: int = 100) -> dict[str, Any]:
+    """How well a model with ``classify(x)`` (an :class:`~ppdgm.models.SSVAE`) labels rows
+    ``(x, y)`` or ``{"x": x, "y": y}`` whose labels are known (``-1``: unknown, not counted):
+    ``{"accuracy": ..., "labelled": ...}``, or ``{}`` for a model that does not classify or
+    rows without labels."""
+    counts = _classified(model, check_rows(x, "x"), batch_size)
+    return _accuracy(counts["correct"], counts["labelled"]) if counts else {}
+
+
+def _accuracy(right: float, labelled: int) -> dict[str, Any]:
+    if not labelled:
+        return {}
+    return {"accuracy": right / labelled, "labelled": labelled}
 
 
 @torch.no_grad()
@@ -221,6 +269,11 @@ def _evaluate_here(
     if variance is not None:
         out["stderr"] = math.sqrt(variance) / n if math.isfinite(variance) else math.nan
         out["num_samples"] = num_samples
+    counts = _classified(model, map_tensors(x, lambda t: t.to(device)), batch_size)
+    if counts and current_group().parallel:
+        out.update(counts)  # summed over the processes by evaluate
+    elif counts:
+        out.update(_accuracy(counts["correct"], counts["labelled"]))
     return out
 
 
@@ -354,9 +407,8 @@ def fit(
         raise ValueError(f"{type(model).__name__} has no parameters to train")
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
-    check = getattr(model, "check", None)
-    train = _prepare(train, "train", check, device)
-    valid = _prepare(valid, "valid", check, device) if valid is not None else None
+    train = _prepare(train, "train", model, device)
+    valid = _prepare(valid, "valid", model, device) if valid is not None else None
     if num_rows(train) == 0:
         raise ValueError("no training data: train has 0 rows")
     if valid is not None and num_rows(valid) == 0:
@@ -469,6 +521,8 @@ def fit(
                     entry["valid_bits_per_dim"] = scores["bits_per_dim"]
                     if scores["bound"] != "exact":
                         entry["valid_bound"] = scores["bound"]
+                    if "accuracy" in scores:
+                        entry["valid_accuracy"] = scores["accuracy"]
                     if valid_samples is not None:
                         with warnings.catch_warnings(record=True) as caught:
                             warnings.simplefilter("always", UnreliableWeightsWarning)
@@ -556,14 +610,18 @@ def _rng_devices(device: torch.device) -> list[Any]:
     return [device] if device.type == "cuda" else []
 
 
-def _prepare(
-    data: Batch, name: str, check: Callable[[Tensor], Tensor] | None, device: torch.device
-) -> Batch:
-    """The data checked (by the model's own ``check`` for a plain tensor, where it has one)
-    and moved to ``device``."""
-    data = check_rows(data, name) if check is None or not isinstance(data, Tensor) else data
-    if check is not None and isinstance(data, Tensor):
+def _prepare(data: Batch, name: str, model: nn.Module, device: torch.device) -> Batch:
+    """The data checked in full, once, and moved to ``device``: by the model's
+    ``check_batch`` (rows and what comes with them, such as labels) where it has one, else by
+    its ``check`` for a plain tensor, else by shape and finiteness."""
+    check_batch = getattr(model, "check_batch", None)
+    check = getattr(model, "check", None)
+    if callable(check_batch):
+        data = check_batch(check_rows(data, name))
+    elif callable(check) and isinstance(data, Tensor):
         data = check(data)
+    else:
+        data = check_rows(data, name)
     return map_tensors(data, lambda t: t.to(device))
 
 

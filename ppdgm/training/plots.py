@@ -197,8 +197,17 @@ def save_vae_pictures(
     model: Any, x: Tensor, out: Path, labels: Tensor | None = None, seed: int = 0
 ) -> list[Path]:
     """Samples, reconstructions of the first 32 rows of ``x`` and a 2-D latent map of ``x``
-    as PNG files in ``out``; returns their paths."""
+    as PNG files in ``out``; for a VAE of labelled rows (a ``y_dim``: CVAE, SSVAE), samples
+    of each class, one class a row. Returns the paths."""
     name = type(model).__name__
+    classes = getattr(model, "y_dim", None)
+    if isinstance(classes, int):
+        per_class = 10
+        y = torch.arange(classes).repeat_interleave(per_class)
+        samples = model.sample(len(y), y=y, seed=seed, mean=True)
+        title = f"{name}: the classes 0..{classes - 1}, one a row"
+        path = out / "samples-by-class.png"
+        return [save_sample_grid(samples, path, columns=per_class, title=title)]
     x = model.check(x)
     paths = [
         save_sample_grid(picture_samples(model, 64, seed), out / "samples.png", title=name),
