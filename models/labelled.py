@@ -76,6 +76,24 @@ def _join(a: Tensor, b: Tensor) -> Tensor:
     return torch.cat([a.expand(*shape, a.shape[-1]), b.expand(*shape, b.shape[-1])], -1)
 
 
+def _some(mask: Tensor) -> Tensor | None:
+    """The indices of the rows of ``mask``, or None when it holds every row (no selection)."""
+    return None if bool(mask.all()) else mask.nonzero().squeeze(-1)
+
+
+def _pick(t: Tensor, rows: Tensor | None, n: int) -> Tensor:
+    """The rows ``rows`` of ``t`` (rows along dimension -2; a broadcast 1 stays)."""
+    return t if rows is None or t.shape[-2] != n else t.index_select(-2, rows)
+
+
+def _spread(values: Tensor, rows: Tensor | None, n: int, fill: float) -> Tensor:
+    """``values`` of the rows ``rows`` put back among ``n`` rows, ``fill`` in the others."""
+    if rows is None:
+        return values
+    full = values.new_full((*values.shape[:-2], n, values.shape[-1]), fill)
+    return full.index_copy(-2, rows, values)
+
+
 def _rows(mask: Tensor) -> contextlib.AbstractContextManager[None]:
     """Masks the sites inside to the rows of ``mask`` (no mask when it holds every row)."""
     return contextlib.nullcontext() if bool(mask.all()) else poutine.mask(mask=mask)
@@ -107,7 +125,7 @@ class _LabelledVAE(_LatentVariableModel):
         self._init_likelihood(x_dim, likelihood)
         self.hidden_dims = hidden
         self.activation = activation
-        self.encoder = GaussianEncoder(x_dim + y_dim, z_dim, hidden, activation)
+        self.encoder = GaussianEncoder(x_dim, z_dim, hidden, activation, condition_dim=y_dim)
         self.decoder = mlp([z_dim + y_dim, *reversed(hidden), x_dim], activation)
         self.register_buffer("prior_loc", torch.zeros(z_dim))
         self.register_buffer("prior_scale", torch.ones(z_dim))
@@ -194,15 +212,21 @@ class _LabelledVAE(_LatentVariableModel):
         """``p(z) = N(0, I)``, event ``[z_dim]``."""
         return _normal(self.prior_loc, self.prior_scale)
 
-    def posterior(self, x: Tensor, y: Tensor) -> dist.Distribution:
+    def posterior(self, x: Tensor, y: Tensor, rows: Tensor | None = None) -> dist.Distribution:
         """``q(z | x, y)`` for checked rows ``[N, x_dim]`` and one-hot labels ``[..., y_dim]``
-        (an enumerated label broadcasts), event ``[z_dim]``."""
-        loc, scale, _ = self.encoder(_join(x, y))
-        return _normal(loc, scale)
+        (an enumerated label broadcasts), event ``[z_dim]``; with ``rows``, the networks run on
+        those rows only (the others get ``N(0, I)``, for sites masked to ``rows``)."""
+        n = x.shape[0]
+        loc, scale, _ = self.encoder(_pick(x, rows, n), _pick(y, rows, n))
+        return _normal(_spread(loc, rows, n, 0.0), _spread(scale, rows, n, 1.0))
 
-    def decode(self, z: Tensor, y: Tensor) -> dist.Distribution:
-        """``p(x | y, z)`` for latents ``[..., z_dim]`` and one-hot labels ``[..., y_dim]``."""
-        return self.likelihood(_join(z, y))
+    def decode(self, z: Tensor, y: Tensor, rows: Tensor | None = None) -> dist.Distribution:
+        """``p(x | y, z)`` for latents ``[..., N, z_dim]`` and one-hot labels ``[..., y_dim]``;
+        with ``rows``, the decoder runs on those rows only (the others get logits or means
+        0, for sites masked to ``rows``)."""
+        n = z.shape[-2]
+        out = self.decoder(_join(_pick(z, rows, n), _pick(y, rows, n)))
+        return self.observation(_spread(out, rows, n, 0.0))
 
     def sample(self, n: int, y: Any = None, seed: int | None = None, mean: bool = False) -> Tensor:
         """``n`` draws ``[n, x_dim]`` of ``x`` given labels ``y`` (one label for every draw, or
@@ -415,11 +439,12 @@ class SSVAE(_LabelledVAE):
                         pyro.sample("y", self.label_prior(), obs=label)
                         z = pyro.sample("z", self.prior())
                         pyro.sample("x", self.decode(z, self.one_hot(label)), obs=x)
-                    with _rows(~known):
+                    with _rows(~known):  # the networks run on these rows alone
                         guess = pyro.sample("y_unlabelled", self.label_prior())
                         z = pyro.sample("z_unlabelled", self.prior())
                         hot = self.one_hot(guess)
-                        pyro.sample("x_unlabelled", self.decode(z, hot), obs=x)
+                        likelihood = self.decode(z, hot, _some(~known))
+                        pyro.sample("x_unlabelled", likelihood, obs=x)
             if self._training() and self.class_weight > 0 and bool(known.any()):
                 with _rows(known):
                     right = self.label_posterior(x).log_prob(label)
@@ -439,7 +464,8 @@ class SSVAE(_LabelledVAE):
                 guess = pyro.sample(
                     "y_unlabelled", self.label_posterior(x), infer={"enumerate": "parallel"}
                 )
-                pyro.sample("z_unlabelled", self.posterior(x, self.one_hot(guess)))
+                posterior = self.posterior(x, self.one_hot(guess), _some(~known))
+                pyro.sample("z_unlabelled", posterior)
 
     def _labels_to_draw(self, n: int) -> Tensor:
         return self.label_prior().sample((n,))

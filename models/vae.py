@@ -137,7 +137,11 @@ class _LatentVariableModel(Model):
 
     def likelihood(self, z: Tensor) -> dist.Distribution:
         """``p(x | z)`` for latents ``[..., z_dim]`` (of the decoder's input), event ``[x_dim]``."""
-        out = self.decoder(z)
+        return self.observation(self.decoder(z))
+
+    def observation(self, out: Tensor) -> dist.Distribution:
+        """``p(x | ...)`` for the decoder's output ``[..., x_dim]``: Bernoulli logits or a
+        Gaussian's location."""
         if self.likelihood_name == "bernoulli":
             return _independent(dist.Bernoulli(logits=out, validate_args=False))
         return _normal(out, self.x_log_scale.exp().expand_as(out))

@@ -212,17 +212,25 @@ class GaussianEncoder(nn.Module):
     one linear head for the location, the scale (through a softplus) and, when
     ``context_dim > 0``, a context vector for a conditional flow.
 
+    With ``condition_dim > 0`` it encodes ``x`` given a condition ``c`` (a one-hot label), as if
+    the input were ``[x, c]``; the first layer takes them apart, so that ``x`` passes through it
+    once however many conditions broadcast against it (every label of an enumerated site).
+
     Arguments:
         x_dim: the input dimension.
         z_dim: the latent dimension.
         hidden_dims: widths of the body's hidden layers (empty: a linear encoder).
         activation: the body's activation (see :data:`ACTIVATIONS`).
         context_dim: the size of the context output (0: none).
+        condition_dim: the size of the condition input (0: none).
 
     Example:
         >>> loc, scale, context = GaussianEncoder(6, 2, [8], context_dim=3)(torch.zeros(5, 6))
         >>> loc.shape, bool((scale > 0).all()), context.shape
         (torch.Size([5, 2]), True, torch.Size([5, 3]))
+        >>> by_label = GaussianEncoder(6, 2, [8], condition_dim=3)
+        >>> by_label(torch.zeros(5, 6), torch.eye(3)[:, None, :])[0].shape  # 3 labels x 5 rows
+        torch.Size([3, 5, 2])
     """
 
     def __init__(
@@ -232,18 +240,35 @@ class GaussianEncoder(nn.Module):
         hidden_dims: Sequence[int] = (),
         activation: str = "elu",
         context_dim: int = 0,
+        condition_dim: int = 0,
     ) -> None:
         super().__init__()
         hidden = list(hidden_dims)
-        self.z_dim, self.context_dim = z_dim, context_dim
+        self.z_dim, self.context_dim, self.x_dim = z_dim, context_dim, x_dim
+        inputs = x_dim + condition_dim
         self.body = (
-            mlp([x_dim, *hidden], activation, final_activation=True) if hidden else nn.Identity()
+            mlp([inputs, *hidden], activation, final_activation=True) if hidden else nn.Identity()
         )
-        self.head = nn.Linear(hidden[-1] if hidden else x_dim, 2 * z_dim + context_dim)
+        self.head = nn.Linear(hidden[-1] if hidden else inputs, 2 * z_dim + context_dim)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """``loc [..., z]``, ``scale [..., z]`` and the context ``[..., c]`` (None if ``c = 0``)."""
-        out = self.head(self.body(x))
+    def forward(
+        self, x: Tensor, condition: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``loc [..., z]``, ``scale [..., z]`` and the context ``[..., c]`` (None if ``c = 0``)
+        of rows ``x [..., x_dim]`` (and conditions ``[..., condition_dim]``, broadcast)."""
+        if condition is None:
+            out = self.head(self.body(x))
+        elif isinstance(self.body, nn.Sequential):
+            out = self.head(self.body[1:](self._first(self.body[0], x, condition)))
+        else:
+            out = self._first(self.head, x, condition)
         loc, raw = out[..., : self.z_dim], out[..., self.z_dim : 2 * self.z_dim]
         context = out[..., 2 * self.z_dim :] if self.context_dim else None
         return loc, F.softplus(raw) + 1e-6, context
+
+    def _first(self, layer: nn.Module, x: Tensor, condition: Tensor) -> Tensor:
+        # layer([x, c]) with the two products apart: x's once, c's once, then broadcast
+        weight = layer.weight
+        return F.linear(x, weight[:, : self.x_dim], layer.bias) + F.linear(
+            condition, weight[:, self.x_dim :]
+        )
