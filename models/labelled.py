@@ -438,7 +438,8 @@ class SSVAE(_LabelledVAE):
                     with _rows(known):
                         pyro.sample("y", self.label_prior(), obs=label)
                         z = pyro.sample("z", self.prior())
-                        pyro.sample("x", self.decode(z, self.one_hot(label)), obs=x)
+                        likelihood = self.decode(z, self.one_hot(label), _some(known))
+                        pyro.sample("x", likelihood, obs=x)
                     with _rows(~known):  # the networks run on these rows alone
                         guess = pyro.sample("y_unlabelled", self.label_prior())
                         z = pyro.sample("z_unlabelled", self.prior())
@@ -459,7 +460,7 @@ class SSVAE(_LabelledVAE):
             return
         with pyro.plate("data", x.shape[0]), self._bound():
             with _rows(known):
-                pyro.sample("z", self.posterior(x, self.one_hot(label)))
+                pyro.sample("z", self.posterior(x, self.one_hot(label), _some(known)))
             with _rows(~known):
                 guess = pyro.sample(
                     "y_unlabelled", self.label_posterior(x), infer={"enumerate": "parallel"}

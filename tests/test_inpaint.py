@@ -4,6 +4,8 @@ conditional distribution enumerated from ``log_prob`` on 4x4 binary images (16 p
 from __future__ import annotations
 
 import itertools
+import runpy
+from pathlib import Path
 
 import pytest
 import torch
@@ -137,3 +139,14 @@ def test_a_vaes_completions_follow_the_conditional_by_numerical_integration() ->
     # the test has power: the model's unconditional draws of those pixels are refused
     free = vae.sample(6000, seed=1).double()
     assert chi_square_p(histogram(free, hidden), probs) < 1e-6
+
+
+def test_the_docs_pictures_of_completions_and_scores_are_drawn(tmp_path: Path) -> None:
+    docs = Path(__file__).parent.parent / "docs"
+    script = runpy.run_path(str(docs / "make_density_images.py"))
+    written = script["make_images"](tmp_path, epochs=1)
+    assert sorted(p.name for p in written) == ["anomaly-scores.png", "inpainting.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
+    auc = script["auc"]
+    assert auc(torch.tensor([3.0, 4.0]), torch.tensor([1.0, 2.0])) == 1.0
+    assert auc(torch.tensor([1.0]), torch.tensor([1.0, 2.0])) == 0.25
