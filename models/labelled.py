@@ -60,7 +60,7 @@ from torch import Tensor
 from ppdgm._checks import check_int
 from ppdgm.base import register_model, seeded, values_are_checked
 from ppdgm.models.vae import _activation, _LatentVariableModel, _likelihood, _normal, _widths
-from ppdgm.nn import ACTIVATIONS, GaussianEncoder, mlp
+from ppdgm.nn import GaussianEncoder, mlp
 from ppdgm.settings import from_data, setting
 
 __all__ = ["CVAE", "SSVAE", "UNKNOWN"]
@@ -99,6 +99,18 @@ def _rows(mask: Tensor) -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext() if bool(mask.all()) else poutine.mask(mask=mask)
 
 
+@dataclass(frozen=True)
+class _LabelledConfig:
+    """The settings the VAEs of labelled rows share."""
+
+    x_dim: int = from_data()
+    y_dim: int = setting(10, "the number of classes")
+    z_dim: int = setting(10, "latent size", metavar="Z")
+    hidden_dims: tuple[int, ...] = _widths()
+    likelihood: str = _likelihood()
+    activation: str = _activation("elu")
+
+
 class _LabelledVAE(_LatentVariableModel):
     """What the CVAE and the SSVAE share: ``q(z | x, y)``, ``p(z)``, ``p(x | y, z)`` and the
     checks of labels."""
@@ -116,13 +128,7 @@ class _LabelledVAE(_LatentVariableModel):
     ) -> None:
         super().__init__()
         self.y_dim = check_int("y_dim", y_dim, least=2)
-        self.z_dim = check_int("z_dim", z_dim)
-        hidden = [check_int("hidden_dims", h) for h in hidden_dims]
-        if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {activation!r}; choose one of {list(ACTIVATIONS)}"
-            )
-        self._init_likelihood(x_dim, likelihood)
+        hidden = self._init_networks(x_dim, z_dim, hidden_dims, likelihood, activation)
         self.hidden_dims = hidden
         self.activation = activation
         self.encoder = GaussianEncoder(x_dim, z_dim, hidden, activation, condition_dim=y_dim)
@@ -268,15 +274,8 @@ class CVAE(_LabelledVAE):
     """
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(_LabelledConfig):
         """The CVAE's settings (see the class)."""
-
-        x_dim: int = from_data()
-        y_dim: int = setting(10, "the number of classes")
-        z_dim: int = setting(10, "latent size", metavar="Z")
-        hidden_dims: tuple[int, ...] = _widths()
-        likelihood: str = _likelihood()
-        activation: str = _activation("elu")
 
     def __init__(
         self,
@@ -331,9 +330,9 @@ class SSVAE(_LabelledVAE):
         hidden_dims: widths of the encoder's and the classifier's hidden layers; the decoder
             mirrors them.
         likelihood: ``"bernoulli"`` (binary data) or ``"gaussian"``.
+        activation: the networks' activation.
         class_weight: ``alpha``, the weight of ``log q(y | x)`` on labelled rows in training.
         gen_weight: the weight of the bound in training (0: the classifier alone).
-        activation: the networks' activation.
 
     Example:
         >>> ssvae = SSVAE(6, 3, 2, [16])
@@ -351,17 +350,12 @@ class SSVAE(_LabelledVAE):
     """
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(_LabelledConfig):
         """The SSVAE's settings (see the class)."""
 
-        x_dim: int = from_data()
-        y_dim: int = setting(10, "the number of classes")
         z_dim: int = setting(64, "latent size", metavar="Z")
-        hidden_dims: tuple[int, ...] = _widths()
-        likelihood: str = _likelihood()
         class_weight: float = setting(100.0, "weight of log q(y|x) on labelled rows (alpha, cw)")
         gen_weight: float = setting(1.0, "weight of the bound in training (gw; 0: classifier)")
-        activation: str = _activation("elu")
 
     def __init__(
         self,
@@ -370,10 +364,10 @@ class SSVAE(_LabelledVAE):
         z_dim: int = 64,
         hidden_dims: Sequence[int] = (300, 300),
         likelihood: str = "bernoulli",
-        class_weight: float = 100.0,
-        gen_weight: float = 1.0,
         *,
         activation: str = "elu",
+        class_weight: float = 100.0,
+        gen_weight: float = 1.0,
     ) -> None:
         super().__init__(x_dim, y_dim, z_dim, hidden_dims, likelihood, activation)
         for name, value in (("class_weight", class_weight), ("gen_weight", gen_weight)):

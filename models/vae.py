@@ -106,6 +106,19 @@ class _LatentVariableModel(Model):
     x_dim: int
     likelihood_name: str
 
+    def _init_networks(
+        self, x_dim: int, z_dim: int, hidden_dims: Sequence[int], likelihood: str, activation: str
+    ) -> list[int]:
+        """Checks and keeps the settings every VAE has; returns the hidden widths."""
+        self.z_dim = check_int("z_dim", z_dim)
+        hidden = [check_int("hidden_dims", h) for h in hidden_dims]
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {activation!r}; choose one of {list(ACTIVATIONS)}"
+            )
+        self._init_likelihood(x_dim, likelihood)
+        return hidden
+
     def _init_likelihood(self, x_dim: int, likelihood: str) -> None:
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
@@ -225,13 +238,7 @@ class VAE(_LatentVariableModel):
         context_dim: int | None = None,
     ) -> None:
         super().__init__()
-        self.z_dim = check_int("z_dim", z_dim)
-        hidden = [check_int("hidden_dims", h) for h in hidden_dims]
-        if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {activation!r}; choose one of {list(ACTIVATIONS)}"
-            )
-        self._init_likelihood(x_dim, likelihood)
+        hidden = self._init_networks(x_dim, z_dim, hidden_dims, likelihood, activation)
         flow_hidden = list(flow_hidden_dims or [max(32, 4 * z_dim)])
 
         def named(flow: object) -> object:  # a module of the user's own has no name
