@@ -135,6 +135,14 @@ class _LabelledVAE(_LatentVariableModel):
         self.decoder = mlp([z_dim + y_dim, *reversed(hidden), x_dim], activation)
         self.register_buffer("prior_loc", torch.zeros(z_dim))
         self.register_buffer("prior_scale", torch.ones(z_dim))
+        self._record(
+            x_dim=x_dim,
+            y_dim=y_dim,
+            z_dim=z_dim,
+            hidden_dims=hidden,
+            likelihood=likelihood,
+            activation=activation,
+        )
 
     def _describe(self) -> list[str]:
         widths = [str(h) for h in self.hidden_dims]
@@ -288,14 +296,6 @@ class CVAE(_LabelledVAE):
         activation: str = "elu",
     ) -> None:
         super().__init__(x_dim, y_dim, z_dim, hidden_dims, likelihood, activation)
-        self._record(
-            x_dim=x_dim,
-            y_dim=y_dim,
-            z_dim=z_dim,
-            hidden_dims=self.hidden_dims,
-            likelihood=likelihood,
-            activation=activation,
-        )
 
     def model(self, x: Tensor, y: Tensor) -> None:
         """``z ~ p(z)``, ``x ~ p(x | y, z)`` in ``pyro.plate("data")``; ``y`` is an input."""
@@ -375,16 +375,7 @@ class SSVAE(_LabelledVAE):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         self.class_weight, self.gen_weight = float(class_weight), float(gen_weight)
         self.classifier = mlp([x_dim, *self.hidden_dims, y_dim], activation)
-        self._record(
-            x_dim=x_dim,
-            y_dim=y_dim,
-            z_dim=z_dim,
-            hidden_dims=self.hidden_dims,
-            likelihood=likelihood,
-            class_weight=self.class_weight,
-            gen_weight=self.gen_weight,
-            activation=activation,
-        )
+        self._record(class_weight=self.class_weight, gen_weight=self.gen_weight)
 
     def _describe(self) -> list[str]:
         widths = "-".join(str(h) for h in [self.x_dim, *self.hidden_dims, self.y_dim])
