@@ -204,11 +204,13 @@ def _classified(model: nn.Module, x: Batch, batch_size: int) -> dict[str, Any]:
         return {}
     rows, labels = pair
     known = labels >= 0
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else rows.device
     right = 0
     for chunk, y in zip(
         split_rows(rows[known], batch_size), split_rows(labels[known], batch_size), strict=True
-    ):
-        right += int((model.classify(chunk).to(y.device) == y).sum())
+    ):  # each chunk moves to the model's device, as the scores' chunks do
+        right += int((model.classify(chunk.to(device)).to(y.device) == y).sum())
     return {"correct": right, "labelled": int(known.sum())}
 
 
@@ -269,7 +271,7 @@ def _evaluate_here(
     if variance is not None:
         out["stderr"] = math.sqrt(variance) / n if math.isfinite(variance) else math.nan
         out["num_samples"] = num_samples
-    counts = _classified(model, map_tensors(x, lambda t: t.to(device)), batch_size)
+    counts = _classified(model, x, batch_size)
     if counts and current_group().parallel:
         out.update(counts)  # summed over the processes by evaluate
     elif counts:
