@@ -46,7 +46,7 @@ the labelled rows repeated as many times as there are unlabelled ones (see
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,24 +199,32 @@ class _LabelledVAE(_LatentVariableModel):
         known = y != UNKNOWN
         return y.clamp(min=0), known
 
-    def check_batch(self, rows: Any) -> tuple[Tensor, Tensor]:
-        """Rows ``(x, y)`` checked in full (``x`` by :meth:`check`, ``y`` by :meth:`labels`), as
-        :func:`ppdgm.train.fit` checks its data once before the steps; rows without labels
-        (a tensor) get ``-1`` where a label may be unknown.
+    def check_batch(self, rows: Any) -> tuple[Tensor, Tensor] | dict[str, Tensor]:
+        """Rows ``(x, y)`` or ``{"x": x, "y": y}`` (an ``.npz`` file's arrays) checked in full
+        (``x`` by :meth:`check`, ``y`` by :meth:`labels`), as :func:`ppdgm.train.fit` checks
+        its data once before the steps; rows without labels (a tensor) get ``-1`` where a
+        label may be unknown.
 
         Raises:
-            ValueError: as :meth:`check` and :meth:`labels`, or for rows that are not ``x`` or
-                ``(x, y)``.
+            ValueError: as :meth:`check` and :meth:`labels`, or for rows that are not ``x``,
+                ``(x, y)`` or ``{"x": x, "y": y}``.
         """
+        keyed = isinstance(rows, Mapping) and "x" in rows and set(rows) <= {"x", "y"}
         if isinstance(rows, Tensor):
             x, y = rows, None
         elif isinstance(rows, tuple) and len(rows) == 2:
             x, y = rows
+        elif keyed:
+            x, y = rows["x"], rows.get("y")
         else:
-            raise ValueError(f"{type(self).__name__} takes rows x or (x, y), one label per row")
+            raise ValueError(
+                f'{type(self).__name__} takes rows x, (x, y) or {{"x": x, "y": y}}, one label '
+                "per row"
+            )
         x = self.check(x)
         label, known = self.labels(y, x.shape[0], unknown=isinstance(self, SSVAE))
-        return x, torch.where(known, label, UNKNOWN)
+        checked = (x, torch.where(known, label, UNKNOWN))
+        return dict(zip(("x", "y"), checked, strict=True)) if keyed else checked
 
     def one_hot(self, y: Tensor) -> Tensor:
         """Labels ``[...]`` as one-hot rows ``[..., y_dim]`` in the parameters' dtype."""

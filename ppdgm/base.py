@@ -180,10 +180,11 @@ def check_data(x: Any, dim: int, *, binary: bool, name: str, dtype: torch.dtype)
     Example:
         >>> check_data(torch.tensor([[0, 1]]), 2, binary=True, name="m", dtype=torch.float64)
         tensor([[0., 1.]], dtype=torch.float64)
-        >>> check_data(torch.tensor([[0.0, 0.5]]), 2, binary=True, name="m", dtype=torch.float64)
+        >>> x = torch.tensor([[0.0, 0.5]])
+        >>> check_data(x, 2, binary=True, name="m", dtype=torch.float64)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: m models binary data, but x[0, 1] = 0.5; binarize first (e.g. x > 0.5)
+        ValueError: m models binary data, but x[0, 1] = 0.5; binarize first (e.g. x > 0.5), ...
     """
     if not isinstance(x, Tensor):
         try:
@@ -205,7 +206,8 @@ def check_data(x: Any, dim: int, *, binary: bool, name: str, dtype: torch.dtype)
         if binary:
             raise ValueError(
                 f"{name} models binary data, but x[{row}, {col}] = {value:g}; "
-                "binarize first (e.g. x > 0.5)"
+                "binarize first (e.g. x > 0.5), or train on intensities in [0, 1] with dynamic "
+                "binarization (fit(..., dynamic_binarization=True))"
             )
         raise ValueError(f"x[{row}, {col}] = {value:g}; {name} needs finite values")
     return x

@@ -26,6 +26,7 @@ __all__ = [
     "first_tensor",
     "map_tensors",
     "num_rows",
+    "replace_first",
     "select_rows",
     "split_rows",
 ]
@@ -58,6 +59,23 @@ def map_tensors(data: Batch, fn: Any) -> Batch:
 def first_tensor(data: Batch) -> Tensor:
     """The tensor that counts the rows and dimensions: ``data`` itself, or the first one."""
     return _tensors(data)[0][1]
+
+
+def replace_first(data: Batch, tensor: Tensor) -> Batch:
+    """``data`` with its first tensor (the rows a model scores) replaced by ``tensor``; the
+    others (labels) stay.
+
+    Example:
+        >>> x, y = torch.zeros(2, 3), torch.ones(2)
+        >>> replace_first((x, y), torch.ones(2, 3))[0].sum().item()
+        6.0
+    """
+    if isinstance(data, Tensor):
+        return tensor
+    if isinstance(data, tuple):
+        return (tensor, *data[1:])
+    first = next(iter(data))
+    return {k: tensor if k == first else t for k, t in data.items()}
 
 
 def num_rows(data: Batch) -> int:

@@ -44,6 +44,7 @@ __all__ = [
     "dataloader",
     "download",
     "dynamic_binarization",
+    "fixed_binarization",
     "labelled_split",
     "load",
     "load_binarized_mnist",
@@ -64,7 +65,7 @@ BINARIZED_MNIST_URL = (
 )
 SPLITS = ("train", "valid", "test")
 #: The names :func:`load` knows, as the command line spells them.
-DATASETS = ("binarized-mnist", "digits", "digits-gray", "digits-labelled", "mnist")
+DATASETS = ("binarized-mnist", "digits", "digits-gray", "digits-labelled", "mnist", "mnist-gray")
 #: Rows of the MNIST training files that :func:`load` keeps for validation (the last ones).
 MNIST_VALID_ROWS = 10_000
 
@@ -405,7 +406,7 @@ def load_mnist(
     if binarize == "threshold":
         x = (x > threshold).to(torch.float32)
     elif binarize == "bernoulli":
-        x = torch.bernoulli(x, generator=_seeded_generator("load_mnist", seed))
+        x = fixed_binarization(x, seed)
     return x, labels.to(torch.int64)
 
 
@@ -417,6 +418,36 @@ def _seeded_generator(tag: str, *keys: int, device: torch.device | str = "cpu") 
     entropy = [*tag.encode(), *map(int, keys)]
     state = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
     return torch.Generator(device=device).manual_seed(state)
+
+
+def _check_intensities(x: Tensor, what: str) -> None:
+    if not torch.is_floating_point(x):
+        raise ValueError(f"{what} needs float intensities in [0, 1], got dtype {x.dtype}")
+    if x.numel() and (bool(x.min() < 0) or bool(x.max() > 1) or bool(x.isnan().any())):
+        raise ValueError(
+            f"{what} needs intensities in [0, 1] (divide pixels by 255), got values in "
+            f"[{float(x.min())}, {float(x.max())}]"
+        )
+
+
+def fixed_binarization(x: Tensor, seed: int) -> Tensor:
+    """One Bernoulli draw of intensities ``x`` in ``[0, 1]``, fixed by ``seed``: the same 0s
+    and 1s every call (how ``load_mnist(..., binarize="bernoulli")`` binarizes, and how ``fit``
+    binarizes validation rows when it trains on :func:`dynamic_binarization`). Rows already
+    binary stay as they are.
+
+    Raises:
+        ValueError: for values outside ``[0, 1]``, or a negative seed.
+
+    Example:
+        >>> x = torch.tensor([[0.0, 0.5, 1.0]])
+        >>> torch.equal(fixed_binarization(x, 3), fixed_binarization(x, 3))
+        True
+        >>> fixed_binarization(x, 3)[0, [0, 2]].tolist()
+        [0.0, 1.0]
+    """
+    _check_intensities(x, "fixed_binarization")
+    return torch.bernoulli(x, generator=_seeded_generator("load_mnist", seed, device=x.device))
 
 
 def dynamic_binarization(x: Tensor, seed: int, epoch: int) -> Tensor:
@@ -433,8 +464,8 @@ def dynamic_binarization(x: Tensor, seed: int, epoch: int) -> Tensor:
             for batch in batches(x_epoch, 128, seed=seed, epoch=epoch):
                 ...
 
-    (or binarize each batch, with the batch's rank folded into ``epoch``). Evaluate on a fixed
-    draw (``load_mnist(..., binarize="bernoulli")``) so that numbers stay comparable.
+    (``fit(..., dynamic_binarization=True)`` does this). Evaluate on a fixed draw
+    (:func:`fixed_binarization`) so that numbers stay comparable.
 
     Returns:
         0 and 1 of ``x``'s shape, dtype and device.
@@ -449,13 +480,7 @@ def dynamic_binarization(x: Tensor, seed: int, epoch: int) -> Tensor:
         >>> dynamic_binarization(x, 0, 1).unique().tolist()
         [0.0, 1.0]
     """
-    if not torch.is_floating_point(x):
-        raise ValueError(f"expected float intensities in [0, 1], got dtype {x.dtype}")
-    if x.numel() and (bool(x.min() < 0) or bool(x.max() > 1) or bool(x.isnan().any())):
-        raise ValueError(
-            "dynamic_binarization needs intensities in [0, 1] (divide pixels by 255), got "
-            f"values in [{float(x.min())}, {float(x.max())}]"
-        )
+    _check_intensities(x, "dynamic_binarization")
     return torch.bernoulli(x, generator=_seeded_generator("dynamic", seed, epoch, device=x.device))
 
 
@@ -619,20 +644,23 @@ def load(name: str, split: str, data_dir: str | os.PathLike[str] | None = None) 
     - ``mnist``: labelled MNIST from the idx files in ``data_dir`` (:func:`load_mnist`),
       binarized by one Bernoulli draw fixed by seed 0, ``(x, y)``: ``train`` is the training
       files' first 50,000 rows, ``valid`` their last :data:`MNIST_VALID_ROWS`, ``test`` the
-      t10k files.
+      t10k files; ``mnist-gray``: the same rows as intensities in ``[0, 1]`` (to train with
+      dynamic binarization: ``fit(..., dynamic_binarization=True)``, ``ppdgm fit ...
+      --dynamic-binarization``).
 
     Raises:
         ValueError: for an unknown name or split, or a dataset of files without ``data_dir``.
     """
-    if name in ("binarized-mnist", "mnist") and data_dir is None:
+    if name in ("binarized-mnist", "mnist", "mnist-gray") and data_dir is None:
         raise ValueError(f"{name} needs the folder of its files (--data-dir)")
     if name == "binarized-mnist":
         return load_binarized_mnist(data_dir, split)  # type: ignore[arg-type]
-    if name == "mnist":
+    if name in ("mnist", "mnist-gray"):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         files = "test" if split == "test" else "train"
-        x, y = load_mnist(data_dir, files, binarize="bernoulli", seed=0)  # type: ignore[arg-type]
+        binarize = "bernoulli" if name == "mnist" else None
+        x, y = load_mnist(data_dir, files, binarize=binarize, seed=0)  # type: ignore[arg-type]
         if split != "test":
             rows = (
                 slice(None, -MNIST_VALID_ROWS)

@@ -233,6 +233,36 @@ def test_a_zoo_vae_trains_and_is_evaluated_by_two_processes(
         }
 
 
+def test_two_processes_train_a_semi_supervised_vae_on_fresh_draws_and_classify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # labelled gray rows, drawn afresh each epoch (the same draw on every rank), validated on
+    # one fixed draw: the accuracy fit reports with its rows sharded is the classifier's
+    import numpy as np
+
+    from ppdgm.checkpoint import load_model
+    from ppdgm.data import fixed_binarization, load_digit_labels
+    from ppdgm.models import SSVAE
+
+    gray, labels = load_digits("train", binary=False) / 16, load_digit_labels("train")
+    np.savez(tmp_path / "train.npz", x=gray[:300].numpy(), y=labels[:300].numpy())
+    np.savez(tmp_path / "valid.npz", x=gray[300:450].numpy(), y=labels[300:450].numpy())
+    out = tmp_path / "run"
+    fit_ssvae = ["fit", "ssvae", "--data", str(tmp_path / "train.npz"), "--valid-data"]
+    fit_ssvae += [str(tmp_path / "valid.npz"), "--dynamic-binarization", "--labels-per-class"]
+    fit_ssvae += ["3", "--epochs", "2", "--z-dim", "4", "--hidden", "32", "--out", str(out)]
+    trained = launch(2, *fit_ssvae, "--no-progress", "--seed", "2")
+    assert trained.returncode == 0, trained.stderr
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    model, _ = load_model(out / "last.pt", expect=SSVAE)
+    drawn = fixed_binarization(gray[300:450], 2)
+    by_hand = float((model.classify(drawn) == labels[300:450]).double().mean())
+    assert metrics[-1]["valid_accuracy"] == pytest.approx(by_hand, abs=1e-12)
+    one, two = evaluate(out / "last.pt", 1, capsys), evaluate(out / "last.pt", 2, capsys)
+    assert one["accuracy"] == two["accuracy"] == pytest.approx(by_hand, abs=1e-12)
+    assert one["labelled"] == two["labelled"] == 150
+
+
 def test_a_minibatch_smaller_than_the_processes_leaves_some_without_rows(group: Path) -> None:
     # 3 processes, global minibatches of 2 rows: one process gets none at every step, and the
     # run still equals one process's (FVSBN: a deterministic objective)

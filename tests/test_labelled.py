@@ -206,6 +206,15 @@ def test_bad_labels_are_named(make: type, y: torch.Tensor | None, error: str) ->
         m.model(rows(3), y)
 
 
+def test_rows_come_as_a_tuple_or_a_dict_of_x_and_y() -> None:
+    m, x, y = SSVAE(5, 3, 2, [7]), rows(3), torch.tensor([0, -1, 2])
+    as_tuple, as_dict = m.check_batch((x, y)), m.check_batch({"x": x, "y": y})
+    assert torch.equal(as_tuple[1], as_dict["y"]) and torch.equal(as_tuple[0], as_dict["x"])
+    assert torch.equal(m.check_batch({"x": x})["y"], torch.full((3,), -1))
+    with pytest.raises(ValueError, match=r'takes rows x, \(x, y\) or \{"x": x, "y": y\}'):
+        m.check_batch({"x": x, "label": y})
+
+
 def test_bad_settings_are_named() -> None:
     with pytest.raises(ValueError, match="class_weight must be a finite number >= 0"):
         SSVAE(5, 3, class_weight=float("nan"))
@@ -276,3 +285,46 @@ def test_labelled_mnist_by_name_splits_the_training_files(tmp_path: Path, monkey
     assert len(vx) == 5 and set(x.unique().tolist()) <= {0.0, 1.0}
     with pytest.raises(ValueError, match="mnist needs the folder"):
         load("mnist", "train")
+
+
+def test_dynamic_binarization_from_the_command_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    from test_idx import fake_mnist
+
+    from ppdgm.data import dynamic_binarization, fixed_binarization
+
+    folder = fake_mnist(tmp_path / "m")
+    monkeypatch.setattr(data_module, "MNIST_VALID_ROWS", 5)
+    (gray, _), (valid_gray, valid_labels) = (
+        load("mnist-gray", split, folder) for split in ("train", "valid")
+    )
+    assert torch.equal(dynamic_binarization(gray, 0, 0).unique(), torch.tensor([0.0, 1.0]))
+    assert len(gray) == 15 and not torch.equal(gray, gray.round())
+    out = tmp_path / "run"
+    args = ["fit", "ssvae", "--data", "mnist-gray", "--data-dir", str(folder), "--seed", "3"]
+    args += ["--dynamic-binarization", "--labels-per-class", "1", "--epochs", "2"]
+    args += ["--z-dim", "2", "--hidden", "8", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    model, checkpoint = load_model(out / "last.pt", expect=SSVAE)
+    assert checkpoint["settings"]["dynamic_binarization"] is True
+    assert checkpoint["data"]["binarization_seed"] == 3
+    # evaluate and score see the validation rows as training saw them: one draw fixed by the seed
+    drawn = fixed_binarization(valid_gray, 3)
+    assert main(["evaluate", str(out / "last.pt"), "--json", "--samples", "1"]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    by_hand = float((model.classify(drawn.double()) == valid_labels).double().mean())
+    assert report["accuracy"] == pytest.approx(by_hand)
+    torch.save((drawn, valid_labels), tmp_path / "drawn.pt")
+    torch.save((drawn.long(), valid_labels), tmp_path / "integers.pt")  # binary, as integers
+    for data, csv in (
+        ("mnist-gray", "a"),
+        (tmp_path / "drawn.pt", "b"),
+        (tmp_path / "integers.pt", "c"),
+    ):
+        score = ["score", str(out / "last.pt"), "--data", str(data), "--split", "valid"]
+        assert main([*score, "--samples", "4", "-o", str(tmp_path / f"{csv}.csv")]) == 0
+    texts = {(tmp_path / f"{csv}.csv").read_text() for csv in "abc"}
+    assert len(texts) == 1
+    # pixel values 0..255 are not intensities: the message says how to fix them
+    torch.save(valid_gray * 255, tmp_path / "pixels.pt")
+    assert main(["score", str(out / "last.pt"), "--data", str(tmp_path / "pixels.pt")]) == 2
+    assert "trained with dynamic binarization" in capsys.readouterr().err

@@ -592,6 +592,84 @@ def test_command_line_refuses_a_device_it_cannot_use(device: str, message: str, 
         assert message in capsys.readouterr().err
 
 
+# ------------------------------------------------------------------ dynamic binarization
+class Indexed(torch.nn.Module):
+    """FVSBN scoring ``(x, index)`` rows, so that a test can see which rows a step took."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.inner = FVSBN(dim)
+
+    def log_prob(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return self.inner.log_prob(x)
+
+
+class Recording:
+    """The maximum-likelihood objective, keeping each step's rows; Ctrl-C at ``stop``."""
+
+    def __init__(self, stop: int | None = None) -> None:
+        self.seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.stop = stop
+
+    def __call__(self, model: torch.nn.Module, batch: tuple, step: int) -> torch.Tensor:
+        if step == self.stop:
+            raise KeyboardInterrupt
+        self.seen[step] = (batch[0].clone(), batch[1].clone())
+        return maximum_likelihood(model, batch, step)
+
+
+def test_dynamic_binarization_draws_each_epoch_afresh_and_resumes_exactly(tmp_path: Path) -> None:
+    from ppdgm.data import dynamic_binarization, fixed_binarization
+
+    gray = torch.rand(90, 10, generator=torch.Generator().manual_seed(0))
+    train, valid = (gray, torch.arange(90)), (gray[:30], torch.arange(30))
+    settings = {"epochs": 3, "batch_size": 32, "lr": 0.05, "seed": 5, "progress": False}
+    settings["dynamic_binarization"] = True
+    torch.manual_seed(0)
+    straight, recording = Indexed(10), Recording()
+    result = fit(straight, train, valid, objective=recording, **settings)
+    steps = math.ceil(90 / 32)
+    assert len(recording.seen) == 3 * steps
+    for step, (x, index) in recording.seen.items():  # each epoch's rows: that epoch's draw
+        assert torch.equal(x, dynamic_binarization(gray, 5, step // steps)[index]), step
+    drawn = [dynamic_binarization(gray, 5, e) for e in range(3)]
+    assert not torch.equal(drawn[0], drawn[1])  # the draws differ from epoch to epoch
+    assert {0.0, 1.0} == set(torch.cat(drawn).unique().tolist())
+    # the validation rows: one draw fixed by the seed, the same every epoch
+    scored = evaluate(straight, (fixed_binarization(gray[:30], 5), valid[1]))["nll"]
+    assert result.history[result.best_epoch - 1]["valid_nll"] == pytest.approx(scored, rel=1e-9)
+    # interrupted in the second epoch and resumed: the same draws, the same weights
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(Indexed(10), train, valid, objective=Recording(steps + 1),
+            out_dir=tmp_path, **settings)  # fmt: skip
+    torch.manual_seed(1)
+    resumed, again = Indexed(10), Recording()
+    fit(resumed, train, valid, objective=again, out_dir=tmp_path, resume=True, **settings)
+    for step, (x, index) in again.seen.items():
+        assert torch.equal(x, recording.seen[step][0]) and torch.equal(
+            index, recording.seen[step][1]
+        )
+    for name, value in parameters(straight).items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    # a resume must keep the setting
+    with pytest.raises(ValueError, match="dynamic_binarization"):
+        fit(Indexed(10), train, valid, out_dir=tmp_path, resume=True,
+            **{**settings, "epochs": 4, "dynamic_binarization": False})  # fmt: skip
+
+
+def test_dynamic_binarization_names_bad_intensities_and_gray_rows_name_it() -> None:
+    gray = torch.rand(20, 6, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"needs intensities in \[0, 1\] \(divide pixels by 255"):
+        fit(FVSBN(6), gray * 255, epochs=1, progress=False, dynamic_binarization=True)
+    with pytest.raises(ValueError, match=r"valid\[1, 0\] is nan: data must be finite"):
+        bad = gray.clone()
+        bad[1, 0] = math.nan
+        fit(FVSBN(6), gray, bad, epochs=1, progress=False, dynamic_binarization=True)
+    with pytest.raises(ValueError, match=r"fit\(\.\.\., dynamic_binarization=True\)"):
+        fit(FVSBN(6), gray, epochs=1, progress=False)
+
+
 # ------------------------------------------------- damaged checkpoints, OS errors, SIGTERM
 SMALL_FIT = ["fit", "fvsbn", "--data", "digits", "--train-rows", "100", "--valid-rows", "50",
              "--no-progress"]  # fmt: skip

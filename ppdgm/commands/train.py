@@ -75,14 +75,20 @@ def register(subparsers: Any) -> None:
     fit.add_argument(
         "--data",
         default="digits",
-        help="binarized-mnist, mnist, digits, digits-gray, digits-labelled, or a data file "
-        "(.pt .npy .npz .csv .amat) (digits; flows take digits as 17 gray levels; mnist and "
-        "digits-labelled are (x, y) with labels)",
+        help="binarized-mnist, mnist, mnist-gray, digits, digits-gray, digits-labelled, or a "
+        "data file (.pt .npy .npz .csv .amat) (digits; flows take digits as 17 gray levels; "
+        "mnist, mnist-gray and digits-labelled are (x, y) with labels)",
     )
     fit.add_argument(
         "--data-dir", help="the folder of the binarized MNIST .amat files or the MNIST idx files"
     )
     fit.add_argument("--valid-data", help="with a data file: the validation rows' file")
+    fit.add_argument(
+        "--dynamic-binarization",
+        action="store_true",
+        help="the rows are intensities in [0, 1] (mnist-gray): train on a fresh Bernoulli draw "
+        "each epoch, validate and evaluate on one draw fixed by --seed",
+    )
     fit.add_argument("--out", help="the folder of the run (runs/MODEL-DATA)")
     fit.add_argument("--epochs", type=positive_int, default=10, help="epochs (10)")
     fit.add_argument("--batch-size", type=positive_int, default=100, help="minibatch size (100)")
@@ -199,7 +205,7 @@ def register(subparsers: Any) -> None:
         "--data",
         required=True,
         help="the rows: a data file (.pt .npy .npz .csv .amat) or a dataset (binarized-mnist, "
-        "digits, digits-gray; its --split)",
+        "mnist, mnist-gray, digits, digits-gray, digits-labelled; its --split)",
     )
     score.add_argument("--split", default="test", help="of a dataset: train, valid or test (test)")
     score.add_argument("--data-dir", help="the .amat folder of binarized-mnist")
@@ -269,7 +275,30 @@ def _load_data(args: argparse.Namespace, name: str) -> tuple[Any, Any, dict[str,
     if getattr(args, "labels_per_class", None):
         train = _semi_supervised(train, args.labels_per_class, args.seed)
         data["labels_per_class"] = args.labels_per_class
+    if args.dynamic_binarization:  # fit draws the training rows; the others one fixed draw
+        data["binarization_seed"] = args.seed
+        if valid is not None:
+            valid = _binarized(valid, data)
     return train, valid, data
+
+
+def _binarized(rows: Any, data: dict[str, Any]) -> Any:
+    """``rows`` as a model trained with dynamic binarization scores them: intensities binarized
+    by the draw its seed fixes (binary rows stay as they are); others unchanged."""
+    from ppdgm.batch import check_rows, first_tensor, replace_first
+    from ppdgm.data import fixed_binarization
+
+    seed = data.get("binarization_seed")
+    if seed is None:
+        return rows
+    rows = check_rows(rows)
+    x = first_tensor(rows)
+    try:
+        return replace_first(
+            rows, fixed_binarization(x if x.is_floating_point() else x.float(), int(seed))
+        )
+    except ValueError as e:
+        raise ValueError(f"the model was trained with dynamic binarization: {e}") from None
 
 
 def _semi_supervised(train: Any, per_class: int, seed: int) -> Any:
@@ -278,13 +307,14 @@ def _semi_supervised(train: Any, per_class: int, seed: int) -> Any:
     from ppdgm.data import labelled_split, semi_supervised
 
     args, kwargs = as_arguments(train)
-    if len(args) != 2 or kwargs:
+    if len(args) + len(kwargs) != 2 or (args and kwargs):
         raise ValueError(
             "--labels-per-class needs rows with labels, (x, y): a labelled dataset (mnist, "
-            "digits-labelled) or a file of two arrays"
+            "digits-labelled) or a file of two arrays (rows, then labels)"
         )
-    x, y = args
-    return semi_supervised(x, y, labelled_split(y, per_class, seed=seed))
+    x, y = args or kwargs.values()
+    rows = semi_supervised(x, y, labelled_split(y, per_class, seed=seed))
+    return rows if args else dict(zip(kwargs, rows, strict=True))  # an .npz's names stay
 
 
 def _split_of(data: dict[str, Any], split: str, data_dir: str | None) -> Any:
@@ -512,6 +542,7 @@ def _run_fit(args: argparse.Namespace, writer: bool) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         data=data,
+        dynamic_binarization=args.dynamic_binarization,
     )
     if result.history:
         print(
@@ -601,7 +632,7 @@ def _run_evaluate(args: argparse.Namespace, writer: bool) -> int:
         x, name, split = load_file(args.data), args.data, "file"
     else:
         x, name, split = _split_of(data, args.split, args.data_dir), data["name"], args.split
-    x = select_rows(x, slice(None, args.rows))
+    x = _binarized(select_rows(x, slice(None, args.rows)), data)
     torch.manual_seed(args.seed)
     model, _ = load_model(path, example=select_rows(x, slice(0, 2)))
     model = model.to(args.device)
@@ -728,6 +759,8 @@ def _run_score(args: argparse.Namespace, writer: bool) -> int:
     checkpoint = read_checkpoint(path)  # a missing or foreign file fails before the data
     x, name = _score_rows(args, checkpoint)
     x = check_rows(x, "--data")
+    trained = checkpoint.get("data")
+    x = _binarized(x, trained if isinstance(trained, dict) else {})
     if num_rows(x) == 0:
         raise ValueError(f"{args.data} has no rows to score")
     torch.manual_seed(args.seed)

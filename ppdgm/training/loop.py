@@ -40,10 +40,12 @@ from ppdgm.batch import (
     first_tensor,
     map_tensors,
     num_rows,
+    replace_first,
     select_rows,
     split_rows,
 )
-from ppdgm.data import batches
+from ppdgm.data import batches, fixed_binarization
+from ppdgm.data import dynamic_binarization as dynamic_binarization_of
 from ppdgm.distributed import (
     agree_replicas,
     broadcast_parameters,
@@ -329,6 +331,7 @@ def fit(
     progress: bool = True,
     plots: bool = True,
     data: dict[str, Any] | None = None,
+    dynamic_binarization: bool = False,
 ) -> FitResult:
     """Trains ``model`` by minimizing ``objective`` over minibatches of ``train`` with Adam.
 
@@ -374,6 +377,12 @@ def fit(
         progress: show a tqdm bar with the loss and the validation NLL.
         plots: draw the pictures (needs ``out_dir``).
         data: a description of the data, kept in the checkpoints (``ppdgm evaluate`` uses it).
+        dynamic_binarization: the rows of ``train`` (its first tensor; labels stay) are
+            intensities in ``[0, 1]``, and each epoch trains on a fresh Bernoulli draw of them,
+            :func:`ppdgm.data.dynamic_binarization` with ``(seed, epoch)`` (so a resumed run
+            replays the same draws), as the CS236 homework trains on MNIST. The rows of
+            ``valid`` are binarized once (:func:`ppdgm.data.fixed_binarization` with ``seed``;
+            binary rows stay as they are), so that every epoch is scored on the same rows.
 
     In a ``torch.distributed`` process group (``torchrun``), every process calls ``fit`` with
     the same arguments and the run is data parallel: ``batch_size`` is the global minibatch,
@@ -409,6 +418,14 @@ def fit(
         raise ValueError(f"{type(model).__name__} has no parameters to train")
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
+    intensities = None
+    if dynamic_binarization:  # the model checks a draw; each epoch draws afresh from these
+        train = map_tensors(check_rows(train, "train"), lambda t: t.to(device))
+        intensities = first_tensor(train)
+        train = replace_first(train, dynamic_binarization_of(intensities, seed, 0))
+        if valid is not None:
+            valid = check_rows(valid, "valid")
+            valid = replace_first(valid, fixed_binarization(first_tensor(valid), seed))
     train = _prepare(train, "train", model, device)
     valid = _prepare(valid, "valid", model, device) if valid is not None else None
     if num_rows(train) == 0:
@@ -425,6 +442,8 @@ def fit(
         settings["lr_decay"] = lr_decay
     if precision != "32":
         settings["precision"] = precision
+    if dynamic_binarization:
+        settings["dynamic_binarization"] = True
     if not weight_decay >= 0:
         raise ValueError(f"weight_decay must be a non-negative number, got {weight_decay!r}")
     if not 0 < lr_decay <= 1:
@@ -490,6 +509,8 @@ def fit(
                 model.train()
                 total = torch.zeros((), dtype=torch.float64, device=device)
                 bar.set_description(f"epoch {epoch + 1}/{epochs}")
+                if intensities is not None and epoch > 0:  # epoch 0's draw is the checked one
+                    train = replace_first(train, dynamic_binarization_of(intensities, seed, epoch))
                 for b, whole in enumerate(batches(train, batch_size, seed=seed, epoch=epoch)):
                     step = epoch * steps_per_epoch + b
                     batch = shard(whole, where) if where.parallel else whole
