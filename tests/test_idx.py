@@ -207,6 +207,29 @@ def test_dynamic_binarization_per_epoch():
         dynamic_binarization(x, 0, -1)
 
 
+def test_fixed_binarization_draws_each_pixel_with_its_intensity(tmp_path):
+    from ppdgm.data import fixed_binarization
+
+    p = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0])
+    drawn = fixed_binarization(p.repeat(20_000, 1), 4)  # 20,000 draws of each intensity
+    # within 5 binomial standard errors of p (exact at 0 and 1)
+    spread = 5 * (p * (1 - p) / 20_000).sqrt()
+    assert bool(((drawn.mean(0) - p).abs() <= spread).all())
+    assert torch.equal(fixed_binarization(p.repeat(20_000, 1), 4), drawn)
+    assert not torch.equal(fixed_binarization(p.repeat(20_000, 1), 5), drawn)
+    binary = drawn[:7]
+    assert torch.equal(fixed_binarization(binary, 9), binary)  # binary rows stay
+    folder = fake_mnist(tmp_path / "m")  # load_mnist's Bernoulli mode is this draw
+    gray, _ = load_mnist(folder)
+    assert torch.equal(
+        load_mnist(folder, binarize="bernoulli", seed=2)[0], fixed_binarization(gray, 2)
+    )
+    with pytest.raises(ValueError, match=r"needs float intensities"):
+        fixed_binarization(torch.ones(2, 3, dtype=torch.int64), 0)
+    with pytest.raises(ValueError, match=r"intensities in \[0, 1\] \(divide pixels by 255\)"):
+        fixed_binarization(p * 255, 0)
+
+
 def test_labelled_split():
     labels = torch.arange(200) % 10
     labels = labels[torch.randperm(200, generator=torch.Generator().manual_seed(3))]
